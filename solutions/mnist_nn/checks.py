@@ -1,0 +1,451 @@
+"""Hidden checks of the MNIST assignment. Never released to students.
+
+One function per auto-graded question, called by the grader outside the student's kernel with
+the answer as plain data. Every message says what was expected in words a student
+understands, without giving the answer away.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.checking import Answer, CheckContext
+from grader.results import CheckResult
+from grader.scoring import normalise_fraction
+from grader.values import ValueProblem, as_integer, as_scalar, as_vector
+
+HERE = Path(__file__).resolve().parent
+EXPERIMENTS = {
+    "lr_decrease": ("learning_rate", -1),
+    "lr_increase": ("learning_rate", +1),
+    "batch_decrease": ("batch_size", -1),
+    "batch_increase": ("batch_size", +1),
+}
+
+
+def _problem(name: str, exc: ValueProblem) -> list[CheckResult]:
+    return [CheckResult(name, False, str(exc))]
+
+
+# ------------------------------------------------------------------------------- values
+
+
+def first_nine_index(
+    answer: Answer, ctx: CheckContext, params: dict[str, Any]
+) -> list[CheckResult]:
+    try:
+        value = as_integer(answer.value, "first_nine_index")
+    except ValueProblem as exc:
+        return _problem("value", exc)
+    (_, labels), _, _ = ctx.data()
+    expected = ctx.reference.first_nine_index(labels)
+    if value == expected:
+        return [CheckResult("value", True, "Right: that is the first 9 in the training set.")]
+    if 0 <= value < len(labels) and int(labels[value]) == 9:
+        message = "label_train holds a 9 there, but there is an earlier one."
+    elif 0 <= value < len(labels):
+        message = (
+            f"label_train[{value}] is a {int(labels[value])}, not a 9. Indices start at 0; "
+            "print label_train[elem] for a few values of elem."
+        )
+    else:
+        message = "That is not an index of label_train (0 to 49999)."
+    return [CheckResult("value", False, message)]
+
+
+def target_for_3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[CheckResult]:
+    try:
+        vector = as_vector(answer.value, "target_for_3")
+    except ValueProblem as exc:
+        return _problem("value", exc)
+    expected = np.array(ctx.reference.one_hot(3), dtype=float)
+    if vector.shape != expected.shape:
+        return [
+            CheckResult(
+                "value", False, f"A target has one entry per digit: 10 numbers, not {vector.size}."
+            )
+        ]
+    if np.array_equal(vector, expected):
+        return [CheckResult("value", True, "Right: a one-hot target for 3.")]
+    if np.count_nonzero(vector) == 1 and vector[3] not in (0, 1):
+        message = (
+            "The entry for the digit holds the digit itself; in a one-hot target every entry is "
+            "0 except a single 1."
+        )
+    elif np.count_nonzero(vector) == 1 and vector[3] == 0:
+        message = "The 1 is in the wrong place: entries are numbered from 0, one per digit 0-9."
+    else:
+        message = "A one-hot target is all zeros except a single 1, at the position of the digit."
+    return [CheckResult("value", False, message)]
+
+
+def expected_cost(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[CheckResult]:
+    try:
+        value = as_scalar(answer.value, "expected_cost")
+    except ValueProblem as exc:
+        return _problem("value", exc)
+    x = [0, 0.5, 1, 0, 0, 0, 0, 0, 0, 0]
+    t = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    expected = ctx.reference.expected_cost(x, t)
+    if abs(value - expected) <= params.get("tolerance", 1e-6):
+        return [CheckResult("value", True, "Right.")]
+    if abs(value - expected / len(x)) <= 1e-6:
+        message = "That is the mean of the squared differences; cost_func adds them up (sum)."
+    elif abs(value - sum(abs(a - b) for a, b in zip(x, t, strict=True))) <= 1e-6:
+        message = "The differences must be squared before they are added."
+    else:
+        message = (
+            "Square the difference of every one of the 10 entries, then add the squares up "
+            "(reduction='sum')."
+        )
+    return [CheckResult("value", False, message)]
+
+
+def _in_band(value: float, band: dict[str, float]) -> bool:
+    return float(band["low"]) <= value <= float(band["high"])
+
+
+def max_stable_learning_rate(
+    answer: Answer, ctx: CheckContext, params: dict[str, Any]
+) -> list[CheckResult]:
+    try:
+        value = as_scalar(answer.value, "max_stable_learning_rate")
+    except ValueProblem as exc:
+        return _problem("value", exc)
+    band = ctx.calibration["lr_sweep"]["max_stable_learning_rate"]["band"]
+    if _in_band(value, band):
+        return [CheckResult("value", True, "Consistent with where training stops learning.")]
+    if value < float(band["low"]):
+        message = (
+            "Training still works well at clearly larger learning rates; keep increasing it "
+            "(batch size 100, 10 epochs) until the cost stops going down."
+        )
+    else:
+        message = (
+            "At that learning rate the training no longer learns: the cost stays high and the "
+            "accuracy stays near chance. Look for the largest rate that still lowers the cost."
+        )
+    return [CheckResult("value", False, message)]
+
+
+def random_model_accuracy(
+    answer: Answer, ctx: CheckContext, params: dict[str, Any]
+) -> list[CheckResult]:
+    try:
+        value, percent = normalise_fraction(as_scalar(answer.value, "random_model_accuracy"))
+    except ValueProblem as exc:
+        return _problem("value", exc)
+    note = "Read as a percentage; give accuracies as fractions between 0 and 1." if percent else ""
+    band = ctx.calibration["random_accuracy"]["band"]
+    if _in_band(value, band):
+        return [CheckResult("value", True, "Right: about chance level.", note)]
+    return [
+        CheckResult(
+            "value",
+            False,
+            "An untrained model is no better than guessing: think about how often a guess among "
+            "the possible digits is right.",
+            note,
+        )
+    ]
+
+
+def claimed_accuracy(
+    answer: Answer, ctx: CheckContext, params: dict[str, Any]
+) -> list[CheckResult]:
+    try:
+        value, percent = normalise_fraction(as_scalar(answer.value, "claimed_accuracy"))
+    except ValueProblem as exc:
+        return _problem("value", exc)
+    note = "Read as a percentage; give accuracies as fractions between 0 and 1." if percent else ""
+    claim = ctx.calibration["long_run"]["claimed_accuracy"]
+    tolerance = float(params.get("tolerance", 0.005))
+    low, high = float(claim["valid_low"]) - tolerance, float(claim["valid_high"]) + tolerance
+    if low <= value <= high:
+        return [CheckResult("value", True, "A validation accuracy the model really reaches.", note)]
+    if value > high and value <= float(claim["train_high"]) + tolerance:
+        message = (
+            "That is higher than the model reaches on the validation set: it looks like the "
+            "accuracy on the training set, which the model has already seen. Claim the accuracy "
+            "on data it did not train on."
+        )
+    elif value > high:
+        message = "The model does not reach that accuracy on data it has not seen."
+    else:
+        message = (
+            "That is lower than the validation accuracy the model reaches after training; use "
+            "the validation accuracy at the end of your run."
+        )
+    return [CheckResult("value", False, message, note)]
+
+
+# ----------------------------------------------------------------------- experiments
+
+
+def _experiment(key: str, entry: Any, ctx: CheckContext, params: dict[str, Any]) -> CheckResult:
+    field, direction = EXPERIMENTS[key]
+    base = {"learning_rate": params["base_learning_rate"], "batch_size": params["base_batch_size"]}
+    if not isinstance(entry, dict):
+        return CheckResult(key, False, f"experiments[{key!r}] should be a dict.")
+    try:
+        lr = as_scalar(entry.get("learning_rate"), f"experiments[{key!r}]['learning_rate']")
+        batch = as_integer(entry.get("batch_size"), f"experiments[{key!r}]['batch_size']")
+        cost = as_scalar(entry.get("final_cost"), f"experiments[{key!r}]['final_cost']")
+    except ValueProblem as exc:
+        return CheckResult(key, False, str(exc))
+    values = {"learning_rate": lr, "batch_size": batch}
+    other = "batch_size" if field == "learning_rate" else "learning_rate"
+    if values[other] != base[other]:
+        return CheckResult(
+            key, False, f"Change only {field} in this experiment; keep {other} at {base[other]}."
+        )
+    moved = values[field] - base[field]
+    if moved * direction <= 0:
+        word = "decrease" if direction < 0 else "increase"
+        return CheckResult(key, False, f"This experiment should {word} {field} from {base[field]}.")
+    if lr <= 0 or batch < 1:
+        return CheckResult(key, False, "Learning rates and batch sizes must be positive.")
+    if not str(entry.get("observation", "")).strip():
+        observation_note = "Add an observation in words, too."
+    else:
+        observation_note = ""
+    if batch < params["min_reference_batch"] or batch > params["max_reference_batch"]:
+        return CheckResult(
+            key,
+            True,
+            "Moved the right way.",
+            "The final cost was not reproduced for this batch size.",
+        )
+    epochs = int(params["epochs"])
+    finals = []
+    for seed in params["seeds"]:
+        run = ctx.cached(
+            "experiment",
+            {"learning_rate": lr, "batch_size": batch, "epochs": epochs, "seed": seed},
+            lambda seed=seed: ctx.reference.run_experiment(lr, batch, epochs, seed, ctx.data()),
+        )
+        finals.append(float(run["costs"][-1]))
+    rel, absolute = float(params["cost_rel_tolerance"]), float(params["cost_abs_tolerance"])
+    low, high = min(finals) * (1 - rel) - absolute, max(finals) * (1 + rel) + absolute
+    if low <= cost <= high:
+        return CheckResult(
+            key, True, "Moved the right way, with a plausible final cost.", observation_note
+        )
+    return CheckResult(
+        key,
+        False,
+        f"Moved the right way, but a final cost of {cost:g} after {epochs} epochs does not match "
+        "what this setting produces; report the cost printed after the last epoch of your run.",
+        observation_note,
+    )
+
+
+def experiments(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[CheckResult]:
+    value = answer.value
+    if value is Ellipsis or value is None:
+        return [CheckResult(k, False, "experiments is not answered yet.") for k in EXPERIMENTS]
+    if not isinstance(value, dict):
+        return [
+            CheckResult(k, False, "experiments should be a dict of four entries.")
+            for k in EXPERIMENTS
+        ]
+    results = []
+    for key in EXPERIMENTS:
+        if key not in value:
+            results.append(CheckResult(key, False, f"experiments has no entry {key!r}."))
+        else:
+            results.append(_experiment(key, value[key], ctx, params))
+    return results
+
+
+# ------------------------------------------------------------------------------ models
+
+
+def _reference_accuracy(ctx: CheckContext, hidden_layers: int, weights: list[np.ndarray]) -> float:
+    import torch
+
+    model = ctx.reference.MLP(hidden_layers=hidden_layers)
+    params = list(model.parameters())
+    with torch.no_grad():
+        for p, w in zip(params, weights, strict=True):
+            p.copy_(torch.as_tensor(np.asarray(w, dtype=np.float32)))
+    _, (x_valid, y_valid), _ = ctx.data()
+    return float(ctx.reference.accuracy(model, x_valid, y_valid))
+
+
+def _shapes(hidden_layers: int, width: int) -> list[list[int]]:
+    sizes = [784] + [width] * hidden_layers + [10]
+    shapes: list[list[int]] = []
+    for n_in, n_out in zip(sizes, sizes[1:], strict=False):
+        shapes += [[n_out, n_in], [n_out]]
+    return shapes
+
+
+def NN_Model3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[CheckResult]:  # noqa: N802
+    import torch
+
+    if not answer.source:
+        return [
+            CheckResult(name, False, "No class NN_Model3 was found in your notebook.")
+            for name in ("shapes", "same_outputs", "trains")
+        ]
+    hidden, width = int(params["hidden_layers"]), int(params["width"])
+    expected_shapes = _shapes(hidden, width)
+    reference = ctx.reference.make_model(hidden_layers=hidden, width=width, seed=1234)
+    weights = [p.detach().numpy().copy() for p in reference.parameters()]
+    _, (x_valid, _), _ = ctx.data()
+    images = np.ascontiguousarray(x_valid[: int(params["images"])])
+    grading = ctx.spec.grading.parameters
+    from grader.selfcheck import _array_payload  # the same encoding the kernel uses
+
+    student = "\n\n".join([*answer_context(ctx, answer), answer.source]) + "\n"
+    result = ctx.run_student_code(
+        {
+            "class_task.py": (HERE / "class_task.py").read_text(encoding="utf-8"),
+            "student.py": student,
+        },
+        "class_task.py",
+        {
+            "class_name": answer.question.variable,
+            "seed": ctx.spec.grading.seed,
+            "weights": [_array_payload(w) for w in weights],
+            "images": _array_payload(images),
+            "data_path": ctx.spec.dataset.stage_as if ctx.spec.dataset else "",
+            "train": {
+                "epochs": int(grading.get("num_epochs", 3)),
+                "batch_size": int(params.get("batch_size", 100)),
+                "learning_rate": float(params.get("learning_rate", 0.05)),
+            },
+        },
+        float(params.get("timeout", 300)),
+    )
+    from grader.checking import decode
+
+    error = result.get("error")
+    shapes = result.get("shapes")
+    if shapes is None:
+        reason = error or "it could not be built"
+        return [
+            CheckResult("shapes", False, f"Building NN_Model3() failed: {reason}"),
+            CheckResult("same_outputs", False, "Not checked: the model could not be built."),
+            CheckResult("trains", False, "Not checked: the model could not be built."),
+        ]
+    n_params = sum(int(np.prod(s)) for s in shapes)
+    n_expected = sum(int(np.prod(s)) for s in expected_shapes)
+    if shapes == expected_shapes:
+        checks = [CheckResult("shapes", True, f"Layer shapes are right ({n_params:,} parameters).")]
+    else:
+        checks = [
+            CheckResult(
+                "shapes",
+                False,
+                f"The model's parameters have the shapes {shapes} ({n_params:,} numbers); 784 "
+                f"inputs, three hidden layers of {width} and 10 outputs need {n_expected:,}. "
+                "Check every nn.Linear's sizes, in order.",
+            )
+        ]
+        checks.append(CheckResult("same_outputs", False, "Not checked: the layer shapes differ."))
+        checks.append(CheckResult("trains", False, "Not checked: the layer shapes differ."))
+        return checks
+    outputs = decode(result["outputs"]) if "outputs" in result else None
+    with torch.no_grad():
+        expected = reference(torch.as_tensor(images)).numpy()
+    if isinstance(outputs, np.ndarray) and outputs.shape == expected.shape:
+        diff = float(np.max(np.abs(outputs.astype(np.float64) - expected)))
+        same = diff <= float(params["output_tolerance"])
+    else:
+        same, diff = False, float("inf")
+    if same:
+        checks.append(
+            CheckResult("same_outputs", True, "Computes the same function as the lesson's model.")
+        )
+    else:
+        detail = f" (it failed: {error})" if error and outputs is None else ""
+        checks.append(
+            CheckResult(
+                "same_outputs",
+                False,
+                "With the same weights, your model's outputs differ from a 784-16-16-16-10 network "
+                "with the activation after every layer, as in NN_Model" + detail + ".",
+            )
+        )
+    trained = result.get("trained")
+    if trained is None:
+        checks.append(CheckResult("trains", False, f"Training it failed: {error or 'no result'}"))
+        return checks
+    accuracy = _reference_accuracy(ctx, hidden, [decode(w) for w in trained])
+    threshold = float(ctx.calibration["grading"]["model3_threshold"])
+    epochs = int(grading.get("num_epochs", 3))
+    if accuracy >= threshold:
+        checks.append(
+            CheckResult(
+                "trains", True, f"Trains: {accuracy:.3f} validation accuracy after {epochs} epochs."
+            )
+        )
+    else:
+        checks.append(
+            CheckResult(
+                "trains",
+                False,
+                f"After {epochs} epochs of training it reaches {accuracy:.3f} validation accuracy; "
+                f"a correct three-hidden-layer model reaches at least {threshold:.3f}.",
+            )
+        )
+    return checks
+
+
+def answer_context(ctx: CheckContext, answer: Answer) -> list[str]:
+    """The instructor's context cells (from the source, never from the submission)."""
+    from grader.authoring import load_source, strip_solutions
+
+    cells = {c["id"]: c for c in load_source(ctx.spec).cells}
+    return [strip_solutions(cells[cid]) for cid in answer.question.context_cells]
+
+
+def pipeline_accuracy(
+    answer: Answer, ctx: CheckContext, params: dict[str, Any]
+) -> list[CheckResult]:
+    value = answer.value
+    if not isinstance(value, dict) or not isinstance(value.get("state"), dict):
+        return [
+            CheckResult(
+                "accuracy",
+                False,
+                "No trained model named `model` was found after your notebook ran.",
+            )
+        ]
+    state = value["state"]
+    arrays = list(state.values())
+    expected = _shapes(2, 16)
+    if (
+        not all(isinstance(a, np.ndarray) for a in arrays)
+        or [list(a.shape) for a in arrays] != expected
+    ):
+        return [
+            CheckResult(
+                "accuracy",
+                False,
+                "`model` is not the lesson's NN_Model at the end of the notebook.",
+            )
+        ]
+    accuracy = _reference_accuracy(ctx, 2, arrays)
+    threshold = float(ctx.calibration["grading"]["pipeline_threshold"])
+    epochs = ctx.spec.grading.parameters.get("num_epochs")
+    if accuracy >= threshold:
+        return [
+            CheckResult(
+                "accuracy", True, f"Your trained model reaches {accuracy:.3f} validation accuracy."
+            )
+        ]
+    return [
+        CheckResult(
+            "accuracy",
+            False,
+            f"Trained by your notebook for {epochs} epochs (the grading setting), the model reaches "
+            f"{accuracy:.3f} validation accuracy; a working setup reaches at least {threshold:.3f}. "
+            "Check your learning_rate and batch_size in the parameters cell.",
+        )
+    ]
