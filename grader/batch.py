@@ -1,0 +1,468 @@
+"""Batch grading: find the submissions, grade them in worker processes, keep every result.
+
+* submissions are files, folders (`<student>/<file>.ipynb` or `<student>.ipynb`), LMS
+  downloads (Canvas names such as `lastfirst_12345_67890_mnist_nn.ipynb`) and `.zip` files;
+* one student with several submissions: the newest counts, with a warning;
+* results go to the gradebook one by one, so an interrupted batch resumes where it stopped,
+  and an unchanged submission is not executed again unless `force` is set;
+* grades.csv, feedback files and manual.csv are rebuilt from the gradebook at the end.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import logging
+import multiprocessing
+import re
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from . import results as R
+from .errors import GraderError, UsageError
+from .fileio import atomic_write_text
+from .gradebook import Gradebook
+from .report import grade_table, terminal_safe, write_outputs
+from .results import SubmissionResult
+from .scoring import apply_manual_score, choose_newest, parse_points, ungradable
+from .spec import AssignmentSpec, SandboxLimits
+
+log = logging.getLogger("grader")
+
+CANVAS_RE = re.compile(r"^(?P<student>[^_]+?)(?:_LATE)?_\d+_\d+(?:_.+)?$", re.IGNORECASE)
+SKIP_PARTS = ("__MACOSX", ".ipynb_checkpoints")
+
+
+@dataclass(frozen=True)
+class Submission:
+    student: str
+    label: str  # how it is shown: a path, or archive:member
+    path: Path
+    member: str | None = None  # inside a zip archive
+    mtime: datetime = datetime.fromtimestamp(0, UTC)
+
+    def read(self) -> bytes:
+        if self.member is None:
+            return self.path.read_bytes()
+        with zipfile.ZipFile(self.path) as zf:
+            return zf.read(self.member)
+
+
+def student_from_name(name: str) -> str:
+    """`lastfirst_12345_67890_mnist_nn.ipynb` -> `lastfirst`; `alice.ipynb` -> `alice`."""
+    stem = Path(name).stem if name.lower().endswith(".ipynb") else Path(name).name
+    match = CANVAS_RE.match(stem)
+    return match.group("student") if match else stem
+
+
+def _skip(path: Path) -> bool:
+    return any(part in SKIP_PARTS or part.startswith(".") for part in path.parts)
+
+
+def _from_zip(archive: Path) -> list[Submission]:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = [
+                i
+                for i in zf.infolist()
+                if i.filename.lower().endswith(".ipynb")
+                and not i.is_dir()
+                and not _skip(Path(i.filename))
+            ]
+    except (zipfile.BadZipFile, OSError):
+        # Graded as one broken submission (the error says why), never a stopped batch.
+        return [Submission(student_from_name(archive.stem), str(archive), archive, None, _mtime(archive))]
+    subs = []
+    for info in infos:
+        parts = Path(info.filename).parts
+        student = parts[-2] if len(parts) >= 2 else student_from_name(parts[-1])
+        mtime = datetime(*info.date_time, tzinfo=UTC)
+        subs.append(
+            Submission(student, f"{archive.name}:{info.filename}", archive, info.filename, mtime)
+        )
+    return subs
+
+
+def _mtime(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+def discover(paths: list[Path]) -> list[Submission]:
+    """Every submission under the given paths (files, folders, zip archives)."""
+    found: list[Submission] = []
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path} does not exist", hint="pass notebook files or folders")
+        if path.is_file():
+            if path.suffix.lower() == ".zip":
+                found += _from_zip(path)
+            else:
+                found.append(
+                    Submission(student_from_name(path.name), str(path), path, None, _mtime(path))
+                )
+            continue
+        for file in sorted(path.rglob("*")):
+            rel = file.relative_to(path)
+            if not file.is_file() or _skip(rel):
+                continue
+            if file.suffix.lower() == ".zip":
+                found += _from_zip(file)
+            elif file.suffix.lower() == ".ipynb":
+                student = rel.parts[0] if len(rel.parts) >= 2 else student_from_name(file.name)
+                found.append(Submission(student, str(file), file, None, _mtime(file)))
+    return found
+
+
+def newest_per_student(subs: list[Submission]) -> tuple[list[Submission], dict[str, list[str]]]:
+    by_student: dict[str, list[Submission]] = {}
+    for sub in subs:
+        by_student.setdefault(sub.student, []).append(sub)
+    chosen, dropped = [], {}
+    for student, group in sorted(by_student.items()):
+        labels = {s.label: s for s in group}
+        newest, older = choose_newest((s.label, s.mtime) for s in group)
+        chosen.append(labels[newest])
+        if older:
+            dropped[student] = older
+    return chosen, dropped
+
+
+def fingerprint(spec: AssignmentSpec) -> str:
+    """Changes whenever anything that can change a grade changes."""
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(spec.root.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".toml", ".json", ".ipynb"):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    grader_dir = Path(__file__).parent
+    for path in sorted(grader_dir.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+# ------------------------------------------------------------------ worker processes
+
+_SESSION: Any = None
+
+
+def _init_worker(spec_root: str, options: dict[str, Any]) -> None:
+    global _SESSION
+    from .grading import open_session
+    from .spec import load_spec
+
+    spec = load_spec(Path(spec_root))
+    _SESSION = open_session(spec, **options)
+
+
+def _grade_one(sub: Submission, extra: list[str]) -> dict[str, Any]:
+    from .grading import grade_bytes
+
+    try:
+        raw = sub.read()
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raw = b""
+        extra = [*extra, f"cannot read {sub.label}: {exc}"]
+    result = grade_bytes(
+        _SESSION,
+        raw,
+        student=sub.student,
+        file=sub.label,
+        submitted_at=sub.mtime.isoformat(timespec="seconds"),
+        extra_warnings=extra,
+    )
+    return result.to_dict()
+
+
+@dataclass
+class BatchOptions:
+    jobs: int = 1
+    force: bool = False
+    sandbox: bool = True
+    limits: SandboxLimits | None = None
+    cache_dir: Path | None = None
+    dataset: Path | None = None
+    cell_timeout: float | None = None
+    notebook_timeout: float | None = None
+    gradebook: Path | None = None
+    progress: bool | None = None
+
+
+@dataclass
+class BatchResult:
+    results: list[SubmissionResult]
+    graded: int = 0
+    cached: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+class Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, student: str, note: str = "") -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        line = (
+            f"[{bar}] {self.done}/{self.total} {terminal_safe(student)[:30]} {note} "
+            f"elapsed {elapsed:.0f}s ETA {eta:.0f}s"
+        )
+        end = "\r" if self.tty and self.done < self.total else "\n"
+        sys.stderr.write(("\x1b[2K" if self.tty else "") + line + end)
+        sys.stderr.flush()
+
+
+def _pool(jobs: int, spec: AssignmentSpec, options: dict[str, Any]) -> cf.ProcessPoolExecutor:
+    return cf.ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(str(spec.root), options),
+    )
+
+
+def grade_batch(
+    spec: AssignmentSpec,
+    paths: list[Path],
+    out: Path,
+    options: BatchOptions | None = None,
+    on_result: Callable[[SubmissionResult], None] | None = None,
+) -> BatchResult:
+    """Grade every submission under `paths` and write the outputs into `out`."""
+    options = options or BatchOptions()
+    started = time.monotonic()
+    subs = discover(paths)
+    if not subs:
+        raise UsageError(
+            "no notebooks were found in " + ", ".join(str(p) for p in paths),
+            hint="pass .ipynb files, folders holding them, or .zip downloads",
+        )
+    chosen, dropped = newest_per_student(subs)
+    batch = BatchResult(results=[])
+    extra: dict[str, list[str]] = {}
+    for student, older in dropped.items():
+        message = (
+            f"{len(older) + 1} submissions found; the newest was graded, ignored: "
+            + ", ".join(older)
+        )
+        extra[student] = [message]
+        batch.warnings.append(f"{student}: {message}")
+    out.mkdir(parents=True, exist_ok=True)
+    book = Gradebook(options.gradebook or out / "gradebook.sqlite")
+    key = fingerprint(spec)
+    todo: list[Submission] = []
+    progress = Progress(len(chosen), options.progress if options.progress is not None else True)
+    for sub in chosen:
+        cached = None
+        if not options.force:
+            try:
+                content = hashlib.sha256(sub.read()).hexdigest()
+            except (OSError, KeyError, zipfile.BadZipFile):
+                content = ""
+            cached = book.cached(sub.student, f"{key}:{content}")
+        if cached is not None:
+            book.set_current(sub.student, f"{key}:{cached.content_hash}")
+            batch.cached += 1
+            progress.update(sub.student, "(unchanged, cached)")
+        else:
+            todo.append(sub)
+    worker_options = {
+        "limits": options.limits,
+        "cache_dir": options.cache_dir,
+        "dataset": options.dataset,
+        "sandbox": options.sandbox,
+        "cell_timeout": options.cell_timeout,
+        "notebook_timeout": options.notebook_timeout,
+    }
+    if todo:
+        _check_sandbox(spec, options, batch)
+        _run_pool(
+            spec, todo, extra, worker_options, options.jobs, book, key, batch, progress, on_result
+        )
+    results = apply_manual(spec, book.current_results(), book.manual_scores())
+    batch.results = results
+    write_outputs(spec, results, out)
+    _write_log(out / "run.log", spec, batch, started)
+    book.close()
+    batch.seconds = round(time.monotonic() - started, 3)
+    return batch
+
+
+def _check_sandbox(spec: AssignmentSpec, options: BatchOptions, batch: BatchResult) -> None:
+    if not options.sandbox:
+        batch.warnings.append("the sandbox is OFF (--no-sandbox): student code runs unprotected")
+        return
+    from .sandbox import Sandbox
+
+    warning = Sandbox(limits=options.limits or spec.sandbox, workdir=Path("/tmp")).warning()
+    if warning:
+        batch.warnings.append(warning)
+        log.warning("%s", warning)
+        sys.stderr.write(f"warning: {warning}\n")
+
+
+def _run_pool(
+    spec: AssignmentSpec,
+    todo: list[Submission],
+    extra: dict[str, list[str]],
+    worker_options: dict[str, Any],
+    jobs: int,
+    book: Gradebook,
+    key: str,
+    batch: BatchResult,
+    progress: Progress,
+    on_result: Callable[[SubmissionResult], None] | None,
+) -> None:
+    def record(sub: Submission, result: SubmissionResult, note: str) -> None:
+        book.save(result, f"{key}:{result.content_hash}")
+        batch.graded += 1
+        if result.status == R.ERROR:
+            batch.failed += 1
+        progress.update(sub.student, note or f"{result.total:g} pts")
+        if on_result:
+            on_result(result)
+
+    def collect(sub: Submission, future: cf.Future[dict[str, Any]]) -> SubmissionResult:
+        try:
+            return SubmissionResult.from_dict(future.result())
+        except GraderError as exc:
+            return _error_result(spec, sub, f"grading failed: {exc}")
+
+    suspects: list[Submission] = []
+    pool = _pool(max(1, min(jobs, len(todo))), spec, worker_options)
+    try:
+        futures = {pool.submit(_grade_one, sub, extra.get(sub.student, [])): sub for sub in todo}
+        for future in cf.as_completed(futures):
+            sub = futures[future]
+            try:
+                result = collect(sub, future)
+            except cf.process.BrokenProcessPool:
+                suspects.append(sub)
+                continue
+            except Exception as exc:  # a grader bug must not lose the batch
+                result = _error_result(spec, sub, f"internal grader error: {type(exc).__name__}")
+            record(sub, result, "")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    # A worker process died (not the student's kernel: the grader itself). Retry the
+    # submissions it took down one at a time, so only the one that kills it is lost.
+    for sub in suspects:
+        pool = _pool(1, spec, worker_options)
+        try:
+            result = collect(sub, pool.submit(_grade_one, sub, extra.get(sub.student, [])))
+        except cf.process.BrokenProcessPool:
+            result = _error_result(
+                spec, sub, "the grading worker process crashed on this submission"
+            )
+        except Exception as exc:
+            result = _error_result(spec, sub, f"internal grader error: {type(exc).__name__}")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        record(sub, result, "")
+
+
+def _error_result(spec: AssignmentSpec, sub: Submission, message: str) -> SubmissionResult:
+    try:
+        content = hashlib.sha256(sub.read()).hexdigest()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        content = ""
+    return SubmissionResult(
+        student=sub.student,
+        file=sub.label,
+        content_hash=content,
+        status=R.ERROR,
+        error=message,
+        questions=[ungradable(q.id, q.points, message) for q in spec.questions],
+        submitted_at=sub.mtime.isoformat(timespec="seconds"),
+    )
+
+
+def apply_manual(
+    spec: AssignmentSpec, results: list[SubmissionResult], scores: dict[tuple[str, str], float]
+) -> list[SubmissionResult]:
+    manual_ids = {q.id for q in spec.manual_questions}
+    for r in results:
+        for i, q in enumerate(r.questions):
+            if q.id in manual_ids and (r.student, q.id) in scores:
+                r.questions[i] = apply_manual_score(q, scores[(r.student, q.id)])
+    return results
+
+
+def import_manual(spec: AssignmentSpec, csv_path: Path, gradebook: Path) -> int:
+    """Merge a filled-in manual.csv into the gradebook; returns how many scores were set."""
+    import csv
+
+    manual_ids = {q.id: q for q in spec.manual_questions}
+    count = 0
+    try:
+        handle = csv_path.open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UsageError(f"cannot read {csv_path}: {exc.strerror}") from exc
+    with handle, Gradebook(gradebook) as book:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            qid = row.get("question", "")
+            if qid not in manual_ids:
+                raise UsageError(f"{csv_path} line {line}: unknown manual question {qid!r}")
+            try:
+                points = parse_points(row.get("points") or "")
+            except ValueError:
+                raise UsageError(f"{csv_path} line {line}: points must be a number") from None
+            if points is None:
+                continue
+            if not 0 <= points <= manual_ids[qid].points:
+                raise UsageError(
+                    f"{csv_path} line {line}: {points} is outside 0..{manual_ids[qid].points}"
+                )
+            student = row.get("student", "")
+            if student.startswith("'"):
+                student = student[1:]
+            book.set_manual(student, qid, points)
+            count += 1
+    return count
+
+
+def rebuild_outputs(spec: AssignmentSpec, gradebook: Path, out: Path) -> list[SubmissionResult]:
+    """grades.csv and feedback from the gradebook alone."""
+    if not gradebook.is_file():
+        raise UsageError(f"no gradebook at {gradebook}")
+    with Gradebook(gradebook) as book:
+        results = apply_manual(spec, book.current_results(), book.manual_scores())
+    write_outputs(spec, results, out)
+    return results
+
+
+def _write_log(path: Path, spec: AssignmentSpec, batch: BatchResult, started: float) -> None:
+    lines = [
+        f"assignment {spec.id}; {len(batch.results)} students; graded {batch.graded}, "
+        f"cached {batch.cached}, errors {batch.failed}; {time.monotonic() - started:.1f}s",
+    ]
+    lines += [f"warning: {w}" for w in batch.warnings]
+    for r in batch.results:
+        lines.append(f"== {r.student} ({r.file}) {r.status} {r.total:g}/{r.max_total:g}")
+        lines += [f"   timing {k}: {v}s" for k, v in sorted(r.timings.items())]
+        lines += [f"   warning: {w}" for w in r.warnings]
+        lines += [f"   changed: {c}" for c in r.changed_cells]
+        lines += [f"   log: {entry}" for entry in r.log]
+        if r.error:
+            lines.append(f"   error: {r.error}")
+    atomic_write_text(path, "\n".join(terminal_safe(line) for line in lines) + "\n")
+
+
+def summary(spec: AssignmentSpec, batch: BatchResult) -> str:
+    return grade_table(spec, batch.results)

@@ -1,0 +1,279 @@
+"""Checks run here, in the grader's process, never in the student's kernel.
+
+An assignment's hidden checks module (`checks.py` beside its spec) defines one function per
+auto-graded question, named by the spec's `check` key (default: the question id)::
+
+    def first_nine_index(answer: Answer, ctx: CheckContext, params: dict) -> list[CheckResult]
+
+It gets the student's answer as plain data (numbers, strings, lists, dicts, numpy arrays),
+the assignment's reference module and data through `ctx`, and the question's `params`. For a
+`class` question, `answer.source` is the class's source text; `ctx.run_student_code` runs it
+in a clean sandboxed process and returns plain data.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+from . import selfcheck
+from .errors import ExecutionError, SpecError
+from .fileio import atomic_write_json
+from .results import CheckResult
+from .spec import AssignmentSpec, Question
+
+T = TypeVar("T")
+_MODULES: dict[Path, ModuleType] = {}
+_MODULES_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """An answer value that could not leave the kernel as data (e.g. a custom object)."""
+
+    what: str
+
+
+@dataclass
+class Answer:
+    question: Question
+    present: bool
+    value: Any = None
+    source: str | None = None
+    problem: str = ""
+
+    @property
+    def blank(self) -> bool:
+        return not self.present or self.value is Ellipsis or isinstance(self.value, Unsupported)
+
+
+def decode(data: Any) -> Any:
+    """Plain extracted data to Python values: arrays become numpy arrays. Never unpickles."""
+    if isinstance(data, dict):
+        if selfcheck.ARRAY_KEY in data:
+            try:
+                return selfcheck.decode_array(data[selfcheck.ARRAY_KEY])
+            except (ValueError, KeyError, TypeError) as exc:
+                return Unsupported(f"a malformed array ({exc})")
+        if selfcheck.UNSUPPORTED_KEY in data:
+            what = str(data[selfcheck.UNSUPPORTED_KEY])
+            return Ellipsis if what == "ellipsis" else Unsupported(what)
+        return {k: decode(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [decode(v) for v in data]
+    return data
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import an assignment's module by path, once per process."""
+    path = path.resolve()
+    with _MODULES_LOCK:
+        if path in _MODULES:
+            return _MODULES[path]
+        if not path.is_file():
+            raise SpecError(f"module {path} does not exist")
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise SpecError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise SpecError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+        _MODULES[path] = module
+        return module
+
+
+def find_class_source(sources: list[str], name: str) -> str | None:
+    """The source of the last top-level `class <name>` in the student's cells."""
+    found = None
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and node.name == name:
+                segment = ast.get_source_segment(source, node)
+                if segment is not None:
+                    found = segment
+    return found
+
+
+RunStudentCode = Callable[[dict[str, str], str, dict[str, Any], float], dict[str, Any]]
+
+
+@dataclass
+class CheckContext:
+    """What a check may use: the reference, the data, a disk cache and a sandbox runner."""
+
+    spec: AssignmentSpec
+    dataset_path: Path | None
+    cache_dir: Path
+    runner: RunStudentCode | None = None
+    _data: Any = field(default=None, repr=False)
+    _data_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def reference(self) -> ModuleType:
+        if self.spec.reference_path is None:
+            raise SpecError(f"assignment {self.spec.id!r} has no reference module")
+        return load_module(self.spec.reference_path, f"_grader_ref_{self.spec.id}")
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        if not self.spec.calibration:
+            raise SpecError(
+                f"assignment {self.spec.id!r} has no calibration.json",
+                hint=f"run `grader calibrate {self.spec.id}`",
+            )
+        return self.spec.calibration
+
+    def data(self) -> Any:
+        """The data set as the reference module loads it (loaded once per process)."""
+        if self._data is None:
+            if self.dataset_path is None:
+                raise SpecError(f"assignment {self.spec.id!r} has no data set")
+            self._data = _DATA_CACHE.get(self.dataset_path) or self.reference.load_mnist(
+                self.dataset_path
+            )
+            _DATA_CACHE[self.dataset_path] = self._data
+        return self._data
+
+    @property
+    def data_hash(self) -> str:
+        if self._data_hash is None:
+            if self.dataset_path is None:
+                self._data_hash = "none"
+            elif self.spec.dataset and self.spec.dataset.sha256:
+                # resolve_dataset verified the file against this hash already
+                self._data_hash = self.spec.dataset.sha256
+            else:
+                digest = hashlib.sha256(self.dataset_path.read_bytes()).hexdigest()
+                self._data_hash = digest
+        return self._data_hash
+
+    def cached(self, name: str, params: dict[str, Any], compute: Callable[[], T]) -> T:
+        """A reference result cached on disk, keyed by data hash, name and parameters."""
+        key_data = {"data": self.data_hash, "name": name, "params": params}
+        key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:32]
+        path = self.cache_dir / self.spec.id / f"{name}-{key}.json"
+        if path.is_file():
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                if stored.get("key") == key_data:
+                    value: T = stored["value"]
+                    return value
+            except (OSError, json.JSONDecodeError, KeyError):
+                pass
+        value = compute()
+        atomic_write_json(path, {"key": key_data, "value": value})
+        return value
+
+    def run_student_code(
+        self, files: dict[str, str], script: str, payload: dict[str, Any], timeout: float = 300
+    ) -> dict[str, Any]:
+        """Run `script` (one of `files`) in a clean sandboxed process; plain data in and out."""
+        if self.runner is None:
+            raise ExecutionError("no sandbox runner is configured for class checks")
+        return self.runner(files, script, payload, timeout)
+
+
+_DATA_CACHE: dict[Path, Any] = {}
+
+
+def result_line(nonce: str) -> str:
+    return f"__grader_result_{nonce}__"
+
+
+def make_runner(
+    sandbox_factory: Callable[[Path], Any],
+    dataset_path: Path | None,
+    stage_as: str | None,
+    tmp_root: Path | None = None,
+) -> RunStudentCode:
+    """A runner that writes `files` into a fresh directory and runs the script sandboxed.
+
+    The script reads its JSON payload from stdin and prints one line
+    `__grader_result_<nonce>__ <json>`; nothing else it prints is trusted or kept.
+    """
+    from .data import stage_dataset
+
+    def run(
+        files: dict[str, str], script: str, payload: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        import secrets
+
+        workdir = Path(tempfile.mkdtemp(prefix="grader-run-", dir=tmp_root))
+        try:
+            for name, text in files.items():
+                target = workdir / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+            if dataset_path is not None and stage_as:
+                stage_dataset(dataset_path, workdir, stage_as)
+            nonce = secrets.token_hex(12)
+            body = json.dumps({"nonce": nonce, "marker": result_line(nonce), **payload})
+            sandbox = sandbox_factory(workdir)
+            result = sandbox.run(
+                [sys.executable, "-I", str(workdir / script)],
+                input=body.encode(),
+                timeout=timeout,
+            )
+            marker = result_line(nonce)
+            out = result.stdout.decode("utf-8", errors="replace") if result.stdout else ""
+            for line in reversed(out.splitlines()):
+                if line.startswith(marker + " "):
+                    data: dict[str, Any] = json.loads(line[len(marker) + 1 :])
+                    return data
+            err = result.stderr.decode("utf-8", errors="replace") if result.stderr else ""
+            reason = getattr(result, "killed_reason", None) or f"exit code {result.returncode}"
+            tail = err.strip().splitlines()[-3:]
+            return {"error": f"the process ended without a result ({reason})", "stderr": tail}
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    return run
+
+
+def run_check(
+    question: Question, answer: Answer, ctx: CheckContext, checks_module: ModuleType
+) -> list[CheckResult]:
+    """Call the assignment's check for one question. A crashing check is the grader's bug,
+    reported as a failed check with the reason, never as points."""
+    name = question.check or question.id
+    func = getattr(checks_module, name, None)
+    if not callable(func):
+        raise SpecError(
+            f"the checks module has no function {name!r} for question {question.id!r}",
+            hint="add it to the assignment's checks.py or set `check` in assignment.toml",
+        )
+    try:
+        results = func(answer, ctx, dict(question.params))
+    except SpecError:
+        raise
+    except Exception as exc:
+        return [
+            CheckResult(
+                "grader",
+                False,
+                f"the check could not be completed ({type(exc).__name__}: {exc}); "
+                "ask your instructor",
+            )
+        ]
+    if not isinstance(results, list) or not all(isinstance(r, CheckResult) for r in results):
+        raise SpecError(f"check {name!r} must return a list of CheckResult")
+    return results

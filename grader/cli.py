@@ -1,0 +1,250 @@
+"""The command line: it only adapts arguments to the library. Exit codes live in errors.py.
+
+    grader assign SOURCE_DIR              write the student template from the source notebook
+    grader release ASSIGNMENT --out DIR   write the student bundle (template + selfcheck.py)
+    grader grade SUBMISSIONS... --assignment ID --out DIR [--jobs N] [--manual CSV]
+    grader export --assignment ID --out DIR   rebuild grades.csv and feedback from the gradebook
+    grader check NOTEBOOK                 a student's self-check (public checks only)
+    grader validate ASSIGNMENT            CI: solution full marks, template zero, no leaks
+    grader calibrate ASSIGNMENT           measure thresholds from reference runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from . import __version__
+from .errors import GraderError, UsageError
+
+
+def _default(func: object, name: str) -> object:
+    """CLI defaults come from the library function's own defaults (as otter does)."""
+    return inspect.signature(func).parameters[name].default  # type: ignore[arg-type]
+
+
+def _assignment(value: str) -> object:
+    from .spec import find_assignment
+
+    return find_assignment(value)
+
+
+def cmd_assign(args: argparse.Namespace) -> int:
+    from .authoring import write_template
+
+    spec = _assignment(args.source)
+    path = write_template(spec, Path(args.out) if args.out else None)  # type: ignore[arg-type]
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from .release import leak_check, release
+
+    spec = _assignment(args.assignment)
+    files = release(spec, Path(args.out))  # type: ignore[arg-type]
+    report = leak_check(spec, Path(args.out) / spec.id)  # type: ignore[attr-defined]
+    for path in files:
+        print(f"wrote {path}")
+    if report.leaks:
+        raise GraderError("the bundle leaks: " + "; ".join(report.leaks))
+    print(f"leak check: {report.files} files, {report.probes} secrets probed, none found")
+    return 0
+
+
+def _limits(args: argparse.Namespace, spec: object) -> object:
+    limits = spec.sandbox  # type: ignore[attr-defined]
+    overrides = {
+        name: getattr(args, name)
+        for name in ("memory_mb", "cpu_seconds", "max_processes", "max_output_mb")
+        if getattr(args, name, None) is not None
+    }
+    return replace(limits, **overrides) if overrides else limits
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from .batch import BatchOptions, grade_batch, import_manual, rebuild_outputs, summary
+
+    spec = _assignment(args.assignment)
+    out = Path(args.out)
+    gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
+    if args.manual:
+        count = import_manual(spec, Path(args.manual), gradebook)  # type: ignore[arg-type]
+        print(f"merged {count} manual scores from {args.manual}")
+        if not args.submissions:
+            rebuild_outputs(spec, gradebook, out)  # type: ignore[arg-type]
+            print(f"rebuilt {out / 'grades.csv'}")
+            return 0
+    if not args.submissions:
+        raise UsageError("no submissions given", hint="grader grade SUBMISSIONS... --out DIR")
+    options = BatchOptions(
+        jobs=args.jobs,
+        force=args.force,
+        sandbox=not args.no_sandbox,
+        limits=_limits(args, spec),  # type: ignore[arg-type]
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        dataset=Path(args.dataset) if args.dataset else None,
+        cell_timeout=args.cell_timeout,
+        notebook_timeout=args.notebook_timeout,
+        gradebook=gradebook,
+        progress=not args.quiet,
+    )
+    batch = grade_batch(spec, [Path(p) for p in args.submissions], out, options)  # type: ignore[arg-type]
+    print(summary(spec, batch))  # type: ignore[arg-type]
+    print(
+        f"\n{len(batch.results)} students: {batch.graded} graded, {batch.cached} unchanged "
+        f"(cached), {batch.failed} unreadable; {batch.seconds:.1f}s. Outputs in {out}/"
+    )
+    for warning in batch.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .batch import rebuild_outputs
+
+    spec = _assignment(args.assignment)
+    out = Path(args.out)
+    gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
+    results = rebuild_outputs(spec, gradebook, out)  # type: ignore[arg-type]
+    print(f"rebuilt {out / 'grades.csv'} for {len(results)} students from {gradebook}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .report import terminal_safe
+    from .selfcheck import format_results
+    from .studentcheck import check_notebook
+
+    results, notes = check_notebook(
+        Path(args.notebook),
+        assignment=args.assignment,
+        dataset=Path(args.dataset) if args.dataset else None,
+        sandbox=not args.no_sandbox,
+    )
+    for note in notes:
+        print(f"note: {terminal_safe(note)}")
+    print(terminal_safe(format_results(results)))
+    passed = sum(r["status"] in ("pass", "form ok") for r in results)
+    print(f"\n{passed}/{len(results)} public checks pass. These are not your grade: hidden checks run at grading.")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .errors import ValidationFailed
+    from .release import validate
+
+    spec = _assignment(args.assignment)
+    report = validate(
+        spec,  # type: ignore[arg-type]
+        sandbox=not args.no_sandbox,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+    for item in report.passed:
+        print(f"ok    {item}")
+    for item in report.problems:
+        print(f"FAIL  {item}")
+    if report.problems:
+        raise ValidationFailed(f"{len(report.problems)} validation check(s) failed")
+    print(f"\n{len(report.passed)} checks passed")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate
+
+    spec = _assignment(args.assignment)
+    path = calibrate(spec, dataset=Path(args.dataset) if args.dataset else None)  # type: ignore[arg-type]
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .batch import BatchOptions
+
+    parser = argparse.ArgumentParser(
+        prog="grader", description="Grade Jupyter notebook assignments."
+    )
+    parser.add_argument("--version", action="version", version=f"grader {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("assign", help="write the student template from the source notebook")
+    p.add_argument("source", help="the assignment folder, e.g. solutions/mnist_nn")
+    p.add_argument("--out", help="template path (default: assignments/<id>/<template>)")
+    p.set_defaults(func=cmd_assign)
+
+    p = sub.add_parser("release", help="write the student bundle")
+    p.add_argument("assignment")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("grade", help="batch-grade submissions")
+    p.add_argument("submissions", nargs="*", help="notebooks, folders or .zip downloads")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--jobs", type=int, default=BatchOptions.jobs, help="worker processes")
+    p.add_argument("--force", action="store_true", help="re-grade unchanged submissions")
+    p.add_argument("--manual", help="merge a filled-in manual.csv into the gradebook")
+    p.add_argument("--gradebook", help="SQLite gradebook (default: OUT/gradebook.sqlite)")
+    p.add_argument("--cache-dir", help="reference-run cache (default: ~/.cache/grader)")
+    p.add_argument("--dataset", help="the data file, instead of looking it up")
+    p.add_argument("--cell-timeout", type=float, help="seconds per cell (default: the spec's)")
+    p.add_argument("--notebook-timeout", type=float, help="seconds per notebook")
+    p.add_argument("--memory-mb", type=int, help="memory limit per sandboxed process")
+    p.add_argument("--cpu-seconds", type=int, help="CPU time limit per sandboxed process")
+    p.add_argument("--max-processes", type=int, help="process limit inside the sandbox")
+    p.add_argument("--max-output-mb", type=int, help="output limit per notebook")
+    p.add_argument("--no-sandbox", action="store_true", help="run student code unprotected")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("export", help="rebuild grades.csv and feedback from the gradebook")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--gradebook")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("check", help="self-check a notebook before submitting")
+    p.add_argument("notebook")
+    p.add_argument("--assignment", help="use the assignment's spec instead of selfcheck.py")
+    p.add_argument("--dataset", help="the data file, instead of looking it up")
+    p.add_argument("--no-sandbox", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("validate", help="CI checks of an assignment")
+    p.add_argument("assignment")
+    p.add_argument("--cache-dir")
+    p.add_argument("--no-sandbox", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("calibrate", help="measure thresholds from reference runs")
+    p.add_argument("assignment")
+    p.add_argument("--dataset")
+    p.set_defaults(func=cmd_calibrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; callable from tests. Returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        code: int = args.func(args)
+        return code
+    except GraderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; finished results are kept in the gradebook", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

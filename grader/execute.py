@@ -1,0 +1,465 @@
+"""The one component that runs notebooks: nbclient, extended through its hooks.
+
+`run_notebook` executes a prepared notebook in a fresh (sandboxed) kernel and returns the
+executed notebook, a report per cell, and the answers that left the kernel as plain data.
+
+* grading parameters are injected right after the parameters cell;
+* seeds, one thread and a non-interactive matplotlib backend are set before the first cell;
+* after each answer cell a snapshot of its answer leaves the kernel, so a later crash or
+  timeout still leaves what was answered before; a final extraction cell sends them all;
+* every wait is bounded: a per-cell timeout (interrupt, then go on), a whole-notebook
+  deadline (the remaining cells are skipped, extraction still runs), a watchdog that kills a
+  kernel that ignores interrupts, and a bounded number of restarts after a kernel death;
+* outputs are capped per notebook, so a flood of prints costs memory once, not forever.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+
+from . import selfcheck
+from .authoring import ANSWER, PARAMETERS, SELFCHECK, cell_role
+from .spec import GradingSpec, SandboxLimits
+
+EXEC_KEY = "grader_exec"  # cell metadata the executor adds: which cells are its own
+SKIP_TAG = "skip-execution"
+GRADER_CELL_ALLOWANCE = 60  # seconds a grader cell may take, even past the deadline
+MAX_RESTARTS = 2
+
+KernelFactory = Callable[[Path], KernelManager]
+
+
+@dataclass
+class CellReport:
+    index: int
+    cell_id: str
+    kind: str  # student | given | parameters | inject | setup | snapshot | extract
+    status: str  # ok | error | timeout | skipped | died | not-run
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class ExecutionReport:
+    notebook: NotebookNode
+    answers: dict[str, Any] = field(default_factory=lambda: {"values": {}, "models": {}})
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    cells: list[CellReport] = field(default_factory=list)
+    restarts: int = 0
+    deadline_hit: bool = False
+    output_truncated: bool = False
+    seconds: float = 0.0
+    log: list[str] = field(default_factory=list)
+
+    def failed_cells(self) -> list[CellReport]:
+        return [c for c in self.cells if c.status not in ("ok", "skipped", "not-run")]
+
+
+def _code_cell(source: str, kind: str) -> NotebookNode:
+    cell = nbformat.v4.new_code_cell(source=source)
+    cell.metadata[EXEC_KEY] = {"kind": kind}
+    return cell
+
+
+def _assigned_names(source: str) -> set[str]:
+    """Top-level names a cell assigns (for model snapshots). Unparsable cells assign none."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            targets = [node.target]
+        for target in targets:
+            for sub in ast.walk(target):
+                if isinstance(sub, ast.Name):
+                    names.add(sub.id)
+    return names
+
+
+def setup_code(grading: GradingSpec) -> str:
+    """The first cell: determinism, one thread, a quiet backend."""
+    return "\n".join(
+        [
+            "import os as _g_os, random as _g_random, warnings as _g_w",
+            "_g_os.environ.setdefault('MPLBACKEND', 'Agg')",
+            "_g_w.filterwarnings('ignore', message='.*non-interactive.*')",
+            _seed_code(grading),
+            "try:\n    import matplotlib as _g_mpl\n    _g_mpl.use('Agg')\nexcept ImportError:\n"
+            "    pass",
+        ]
+    )
+
+
+def _module_code() -> str:
+    """Defines `_grader_selfcheck` afresh, so a student's cell cannot have replaced it."""
+    src = Path(selfcheck.__file__).read_text(encoding="utf-8")
+    return (
+        "_grader_selfcheck = __import__('types').ModuleType('_grader_selfcheck')\n"
+        f"exec(compile({src!r}, '<grader>', 'exec'), _grader_selfcheck.__dict__)\n"
+    )
+
+
+def extraction_code(nonce: str, values: list[str], models: list[str]) -> str:
+    call = f"_grader_selfcheck.extract(globals(), {values!r}, {models!r})"
+    return _module_code() + f"_grader_selfcheck.emit({{'nonce': {nonce!r}, 'answers': {call}}})"
+
+
+def _seed_code(grading: GradingSpec) -> str:
+    return (
+        f"_g_random.seed({grading.seed})\n"
+        "try:\n    import numpy as _g_np\n"
+        f"    _g_np.random.seed({grading.seed})\nexcept ImportError:\n    pass\n"
+        "try:\n    import torch as _g_torch\n"
+        f"    _g_torch.manual_seed({grading.seed})\n"
+        f"    _g_torch.set_num_threads({grading.threads})\nexcept ImportError:\n    pass"
+    )
+
+
+def parameters_code(grading: GradingSpec) -> str:
+    """Injected after the parameters cell: the grading values, and the seeds again, so what
+    follows (the training) starts from the same state whatever the student ran before."""
+    lines = ["# Grading parameters, injected by the grader after the parameters cell."]
+    lines += [f"{name} = {value!r}" for name, value in sorted(grading.parameters.items())]
+    lines += ["import random as _g_random", _seed_code(grading)]
+    return "\n".join(lines)
+
+
+def cell_kind(cell: NotebookNode) -> str:
+    if EXEC_KEY in cell.metadata:
+        return str(cell.metadata[EXEC_KEY]["kind"])
+    role = cell_role(cell).role
+    return {ANSWER: "student", PARAMETERS: "parameters"}.get(role, role)
+
+
+def prepare(
+    nb: NotebookNode,
+    grading: GradingSpec,
+    nonce: str,
+    values: list[str],
+    models: list[str],
+    answer_variables: dict[str, str],
+    final_code: str | None = None,
+) -> NotebookNode:
+    """The notebook as executed: grader cells around the (already assembled) submission."""
+    cells = [_code_cell(setup_code(grading), "setup")]
+    for cell in nb.cells:
+        cells.append(cell)
+        if cell.cell_type != "code":
+            continue
+        cell_info = cell_role(cell)
+        role = cell_info.role
+        if role == SELFCHECK:
+            cell.metadata.setdefault("tags", [])
+            if SKIP_TAG not in cell.metadata["tags"]:
+                cell.metadata["tags"].append(SKIP_TAG)
+        if role == PARAMETERS:
+            cells.append(_code_cell(parameters_code(grading), "inject"))
+        snap_values: list[str] = []
+        question = cell_info.question
+        if role == ANSWER and question in answer_variables:
+            snap_values.append(answer_variables[question])
+        snap_models = sorted(set(models) & _assigned_names(cell.source))
+        if snap_values or snap_models:
+            cells.append(_code_cell(extraction_code(nonce, snap_values, snap_models), "snapshot"))
+    cells.append(_code_cell(extraction_code(nonce, values, models), "extract"))
+    if final_code:
+        cells.append(_code_cell(_module_code() + final_code, "final"))
+    out = nbformat.v4.new_notebook(cells=cells, metadata=dict(nb.metadata))
+    return out
+
+
+class _GradingClient(NotebookClient):
+    """nbclient with an output cap. Everything else goes through nbclient's own hooks."""
+
+    max_output_bytes: int = 20 * 2**20
+    output_bytes: int = 0
+    truncated: bool = False
+
+    def output(
+        self,
+        outs: list[NotebookNode],
+        msg: dict[str, Any],
+        display_id: str | None,
+        cell_index: int,
+    ) -> NotebookNode | None:
+        content = msg.get("content", {})
+        size = len(json.dumps(content, default=str)) if content else 0
+        is_grader = selfcheck.MIME in content.get("data", {})
+        if not is_grader:
+            self.output_bytes += size
+            if self.output_bytes > self.max_output_bytes:
+                if not self.truncated:
+                    self.truncated = True
+                    outs.append(
+                        nbformat.v4.new_output(
+                            "stream",
+                            name="stderr",
+                            text="[grader] output limit reached: further output was dropped\n",
+                        )
+                    )
+                return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _payloads(cell: NotebookNode, nonce: str) -> list[dict[str, Any]]:
+    found = []
+    for out in cell.get("outputs", []):
+        data = out.get("data", {}) if out.get("output_type") == "display_data" else {}
+        payload = data.get(selfcheck.MIME)
+        if isinstance(payload, dict) and payload.get("nonce") == nonce:
+            found.append(payload)
+    return found
+
+
+def _kernel_pid(km: KernelManager) -> int | None:
+    provisioner = getattr(km, "provisioner", None)
+    process = getattr(provisioner, "process", None)
+    pid = getattr(process, "pid", None)
+    return int(pid) if pid else None
+
+
+def _kill(pid: int) -> None:
+    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        with contextlib.suppress(OSError):
+            kill()
+
+
+def kernel_env(grading: GradingSpec, workdir: Path) -> dict[str, str]:
+    """The kernel's whole environment: a short whitelist, one thread, a quiet backend."""
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    threads = str(grading.threads)
+    env.update(
+        {
+            "HOME": str(workdir),
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "MPLBACKEND": "Agg",
+            "PYTHONHASHSEED": str(grading.seed),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        }
+    )
+    return env
+
+
+def default_kernel_factory(kernel_name: str = "python3") -> KernelFactory:
+    def factory(workdir: Path) -> KernelManager:
+        return KernelManager(kernel_name=kernel_name)
+
+    return factory
+
+
+class _Attempt:
+    """One run of the prepared notebook in one fresh kernel."""
+
+    def __init__(
+        self,
+        prepared: NotebookNode,
+        skip: set[int],
+        deadline: float,
+        per_cell: float,
+        report: ExecutionReport,
+    ) -> None:
+        self.nb: NotebookNode = nbformat.from_dict(json.loads(json.dumps(prepared)))
+        for index in skip:
+            tags = self.nb.cells[index].metadata.setdefault("tags", [])
+            if SKIP_TAG not in tags:
+                tags.append(SKIP_TAG)
+        self.cells = [
+            CellReport(i, str(c.get("id", "")), cell_kind(c), "not-run")
+            for i, c in enumerate(self.nb.cells)
+        ]
+        self.deadline = deadline
+        self.per_cell = per_cell
+        self.report = report
+        self.current_index = -1
+        self.current_start = 0.0
+        self.died = False
+        self.error = ""
+        self.watchdog_fired = False
+        self.output_bytes = 0
+        self.truncated = False
+
+    def on_start(self, cell: NotebookNode, cell_index: int, **_: Any) -> None:
+        kind = cell_kind(cell)
+        if time.monotonic() > self.deadline and kind not in ("snapshot", "extract", "final"):
+            self.report.deadline_hit = True
+            tags = cell.metadata.setdefault("tags", [])
+            if SKIP_TAG not in tags:
+                tags.append(SKIP_TAG)
+        if SKIP_TAG in cell.metadata.get("tags", []) or cell.cell_type != "code":
+            self.cells[cell_index].status = "skipped"
+
+    def on_execute(self, cell: NotebookNode, cell_index: int, **_: Any) -> None:
+        self.current_index = cell_index
+        self.current_start = time.monotonic()
+
+    def on_executed(
+        self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any], **_: Any
+    ) -> None:
+        rec = self.cells[cell_index]
+        rec.seconds = round(time.monotonic() - self.current_start, 3)
+        content = execute_reply.get("content", {})
+        if content.get("status") == "error":
+            ename = content.get("ename", "Error")
+            rec.status = "timeout" if ename == "CellTimeoutError" else "error"
+            rec.error = f"{ename}: {content.get('evalue', '')}"[:500]
+        else:
+            rec.status = "ok"
+        self.current_index = -1
+
+    def timeout_for(self, cell: NotebookNode) -> int:
+        if cell_kind(cell) in ("snapshot", "extract", "final", "setup"):
+            return GRADER_CELL_ALLOWANCE
+        remaining = self.deadline - time.monotonic()
+        return max(1, int(min(self.per_cell, remaining) + 0.999))
+
+    def execute(
+        self, km: KernelManager, workdir: Path, env: dict[str, str] | None, max_output: int
+    ) -> None:
+        client = _GradingClient(
+            self.nb,
+            km=km,
+            timeout_func=self.timeout_for,
+            interrupt_on_timeout=True,
+            error_on_timeout={
+                "ename": "CellTimeoutError",
+                "evalue": f"the cell ran longer than its time limit ({int(self.per_cell)} s) "
+                "and was interrupted",
+            },
+            allow_errors=True,
+            record_timing=False,
+            iopub_timeout=10,
+            shutdown_kernel="immediate",
+            on_cell_start=self.on_start,
+            on_cell_execute=self.on_execute,
+            on_cell_executed=self.on_executed,
+            resources={"metadata": {"path": str(workdir)}},
+        )
+        client.max_output_bytes = max(0, max_output)
+
+        def watchdog() -> None:
+            self.watchdog_fired = True
+            pid = _kernel_pid(km)
+            if pid:
+                _kill(pid)
+
+        hard_limit = self.deadline + GRADER_CELL_ALLOWANCE * 2 - time.monotonic()
+        timer = threading.Timer(max(1.0, hard_limit), watchdog)
+        timer.daemon = True
+        timer.start()
+        try:
+            client.execute(env=env, cwd=str(workdir))
+        except DeadKernelError:
+            self.died = True
+        except Exception as exc:  # a kernel that never started, a broken channel, ...
+            self.died = True
+            self.error = f"execution stopped: {type(exc).__name__}: {exc}"
+        finally:
+            timer.cancel()
+            with contextlib.suppress(Exception):
+                if km.has_kernel:
+                    km.shutdown_kernel(now=True)
+            with contextlib.suppress(Exception):
+                km.cleanup_resources()
+        self.output_bytes = client.output_bytes
+        self.truncated = client.truncated
+
+
+def run_notebook(
+    nb: NotebookNode,
+    *,
+    workdir: Path,
+    grading: GradingSpec,
+    limits: SandboxLimits,
+    values: list[str],
+    models: list[str],
+    answer_variables: dict[str, str] | None = None,
+    final_code: Callable[[str], str] | None = None,
+    kernel_factory: KernelFactory | None = None,
+    env: dict[str, str] | None = None,
+    cell_timeout: float | None = None,
+    notebook_timeout: float | None = None,
+) -> ExecutionReport:
+    """Execute `nb` in fresh kernels until it completes, with every wait bounded."""
+    started = time.monotonic()
+    budget = float(notebook_timeout or grading.notebook_timeout)
+    per_cell = float(cell_timeout or grading.cell_timeout)
+    deadline = started + budget
+    nonce = secrets.token_hex(16)
+    factory = kernel_factory or default_kernel_factory(grading.kernel_name)
+    prepared = prepare(
+        nb,
+        grading,
+        nonce,
+        values,
+        models,
+        answer_variables or {},
+        final_code(nonce) if final_code else None,
+    )
+    report = ExecutionReport(notebook=prepared)
+    killers: set[int] = set()
+    answers: dict[str, Any] = {"values": {}, "models": {}}
+    output_so_far = 0
+
+    for attempt in range(MAX_RESTARTS + 1):
+        run = _Attempt(prepared, killers, deadline, per_cell, report)
+        run.execute(factory(workdir), workdir, env, limits.max_output_mb * 2**20 - output_so_far)
+        output_so_far += run.output_bytes
+        report.output_truncated = report.output_truncated or run.truncated
+        for cell in run.nb.cells:
+            for payload in _payloads(cell, nonce):
+                got = payload.get("answers", {})
+                answers["values"].update(got.get("values", {}))
+                answers["models"].update(got.get("models", {}))
+        index = run.current_index
+        if run.died:
+            reason = "was killed by the grader's watchdog" if run.watchdog_fired else "died"
+            if index >= 0:
+                run.cells[index].status = "died"
+                run.cells[index].error = f"the kernel {reason} while running this cell"
+                killers.add(index)
+            report.log.append(
+                f"attempt {attempt + 1}: the kernel {reason} in cell {index}"
+                + (" (restarting without that cell)" if attempt < MAX_RESTARTS else "")
+            )
+        if run.error:
+            report.log.append(run.error)
+        report.notebook = run.nb
+        report.cells = run.cells
+        if not run.died or index < 0 or time.monotonic() > deadline:
+            break
+        report.restarts += 1
+
+    report.answers = answers
+    report.seconds = round(time.monotonic() - started, 3)
+    for cell in report.notebook.cells:
+        if cell_kind(cell) == "final":
+            report.payloads.extend(_payloads(cell, nonce))
+    return report

@@ -1,0 +1,283 @@
+"""Grading one submission: read, restore, execute, extract, check, score.
+
+Nothing here raises for a student's mistake: every problem becomes part of the returned
+SubmissionResult, so a batch never stops because of one submission.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from nbformat import NotebookNode
+
+from . import results as R
+from .assemble import Assembly, assemble, content_hash, parse_notebook
+from .authoring import load_source, make_template
+from .checking import (
+    Answer,
+    CheckContext,
+    decode,
+    find_class_source,
+    load_module,
+    make_runner,
+    run_check,
+)
+from .data import resolve_dataset, stage_dataset
+from .errors import GraderError, SubmissionError
+from .execute import ExecutionReport, KernelFactory, kernel_env, run_notebook
+from .results import QuestionResult, SubmissionResult
+from .scoring import manual_pending, score_question, ungradable
+from .spec import AssignmentSpec, Question, SandboxLimits
+
+SandboxFactory = Callable[[Path], Any]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("GRADER_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "grader"
+
+
+@dataclass
+class Session:
+    """What grading needs, prepared once per process and reused for every submission."""
+
+    spec: AssignmentSpec
+    template: NotebookNode
+    checks: ModuleType | None
+    dataset_path: Path | None
+    cache_dir: Path
+    limits: SandboxLimits
+    sandbox_factory: SandboxFactory | None
+    kernel_factory: KernelFactory | None
+    hidden_paths: list[Path] = field(default_factory=list)
+    tmp_root: Path | None = None
+    cell_timeout: float | None = None
+    notebook_timeout: float | None = None
+    context: CheckContext | None = None
+    sandbox_warning: str | None = None
+
+    def ctx(self) -> CheckContext:
+        if self.context is None:
+            runner = None
+            if self.sandbox_factory is not None:
+                stage = self.spec.dataset.stage_as if self.spec.dataset else None
+                runner = make_runner(self.sandbox_factory, self.dataset_path, stage, self.tmp_root)
+            self.context = CheckContext(self.spec, self.dataset_path, self.cache_dir, runner)
+        return self.context
+
+
+def open_session(
+    spec: AssignmentSpec,
+    *,
+    limits: SandboxLimits | None = None,
+    cache_dir: Path | None = None,
+    dataset: Path | None = None,
+    hidden_paths: list[Path] | None = None,
+    sandbox: bool = True,
+    cell_timeout: float | None = None,
+    notebook_timeout: float | None = None,
+    tmp_root: Path | None = None,
+) -> Session:
+    """Load the template, checks and data once; choose the sandbox."""
+    from . import sandbox as sb
+
+    template = make_template(spec, load_source(spec))
+    checks = (
+        load_module(spec.checks_path, f"_grader_checks_{spec.id}") if spec.checks_path else None
+    )
+    dataset_path = None
+    if spec.dataset is not None:
+        validator = None
+        if spec.dataset.validator and spec.reference_path:
+            ref = load_module(spec.reference_path, f"_grader_ref_{spec.id}")
+            validator = getattr(ref, spec.dataset.validator)
+        dataset_path = resolve_dataset(spec.dataset, explicit=dataset, validator=validator)
+    limits = limits or spec.sandbox
+    hidden = [spec.root.resolve(), *(hidden_paths or [])]
+    use_bwrap = None if sandbox else False
+    probe = sb.Sandbox(
+        limits=limits, workdir=Path(tempfile.gettempdir()), hidden=hidden, use_bwrap=use_bwrap
+    )
+    warning = probe.warning()
+
+    def sandbox_factory(workdir: Path) -> Any:
+        return sb.Sandbox(limits=limits, workdir=workdir, hidden=hidden, use_bwrap=use_bwrap)
+
+    def kernel_factory(workdir: Path) -> Any:
+        return sb.SandboxedKernelManager.for_sandbox(
+            sandbox_factory(workdir), kernel_name=spec.grading.kernel_name
+        )
+
+    return Session(
+        spec=spec,
+        template=template,
+        checks=checks,
+        dataset_path=dataset_path,
+        cache_dir=cache_dir or default_cache_dir(),
+        limits=limits,
+        sandbox_factory=sandbox_factory,
+        kernel_factory=kernel_factory,
+        hidden_paths=hidden,
+        tmp_root=tmp_root,
+        cell_timeout=cell_timeout,
+        notebook_timeout=notebook_timeout,
+        sandbox_warning=warning,
+    )
+
+
+def _answers(
+    spec: AssignmentSpec, report: ExecutionReport | None, asm: Assembly
+) -> dict[str, Answer]:
+    values = report.answers.get("values", {}) if report else {}
+    models = report.answers.get("models", {}) if report else {}
+    out: dict[str, Answer] = {}
+    for q in spec.auto_questions:
+        if q.kind == "class":
+            source = find_class_source(asm.student_sources, q.variable)
+            out[q.id] = Answer(q, source is not None, None, source)
+        elif q.kind == "model":
+            present = q.variable in models
+            out[q.id] = Answer(q, present, decode(models.get(q.variable)) if present else None)
+        else:
+            present = q.variable in values
+            out[q.id] = Answer(q, present, decode(values.get(q.variable)) if present else None)
+    return out
+
+
+def _execution_problem(report: ExecutionReport) -> str:
+    parts = []
+    if report.deadline_hit:
+        parts.append("the notebook ran out of time and later cells were skipped")
+    died = [c for c in report.cells if c.status == "died"]
+    if died:
+        parts.append(f"the kernel died in cell {died[0].index}")
+    if report.restarts:
+        parts.append(f"the kernel was restarted {report.restarts} time(s)")
+    if report.output_truncated:
+        parts.append("the output limit was reached and further output was dropped")
+    return "; ".join(parts)
+
+
+def grade_question(
+    session: Session, q: Question, answer: Answer, report: ExecutionReport | None
+) -> QuestionResult:
+    if not answer.present:
+        why = f"{q.variable} was not defined when the notebook finished"
+        if q.kind == "class":
+            why = f"no class {q.variable} was found in the notebook"
+        if report is not None and (report.deadline_hit or report.restarts):
+            return ungradable(q.id, q.points, f"{why}: {_execution_problem(report)}")
+        return score_question(q.id, q.points, [], missing_message=why)
+    if session.checks is None:
+        raise SubmissionError(f"assignment {session.spec.id!r} has no checks module")
+    checks = run_check(q, answer, session.ctx(), session.checks)
+    return score_question(q.id, q.points, checks, q.subchecks)
+
+
+def grade_bytes(
+    session: Session,
+    raw: bytes,
+    *,
+    student: str,
+    file: str,
+    submitted_at: str = "",
+    extra_warnings: list[str] | None = None,
+) -> SubmissionResult:
+    """Grade one submission's bytes. Never raises for the student's mistakes."""
+    spec = session.spec
+    started = time.monotonic()
+    result = SubmissionResult(
+        student=student,
+        file=file,
+        content_hash=content_hash(raw),
+        status=R.GRADED,
+        submitted_at=submitted_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        warnings=list(extra_warnings or []),
+    )
+    try:
+        nb, read_warnings = parse_notebook(raw, file)
+    except SubmissionError as exc:
+        result.status = R.ERROR
+        result.error = str(exc)
+        result.questions = [ungradable(q.id, q.points, str(exc.message)) for q in spec.questions]
+        return result
+    result.warnings += read_warnings
+    asm = assemble(session.template, nb)
+    result.changed_cells = asm.changed
+    result.warnings += asm.warnings
+    result.manual_answers = asm.manual_answers
+    workdir = Path(tempfile.mkdtemp(prefix="grader-nb-", dir=session.tmp_root))
+    report: ExecutionReport | None = None
+    try:
+        if session.dataset_path is not None and spec.dataset and spec.dataset.stage_as:
+            stage_dataset(session.dataset_path, workdir, spec.dataset.stage_as)
+        models = [q.variable for q in spec.auto_questions if q.kind == "model"]
+        values = [q.variable for q in spec.auto_questions if q.kind == "value"]
+        variables = {q.id: q.variable for q in spec.auto_questions if q.kind == "value"}
+        report = run_notebook(
+            asm.notebook,
+            workdir=workdir,
+            grading=spec.grading,
+            limits=session.limits,
+            values=values,
+            models=models,
+            answer_variables=variables,
+            kernel_factory=session.kernel_factory,
+            env=kernel_env(spec.grading, workdir),
+            cell_timeout=session.cell_timeout,
+            notebook_timeout=session.notebook_timeout,
+        )
+        result.timings["execute"] = report.seconds
+        result.log += report.log
+        for cell in report.failed_cells():
+            if cell.kind in ("setup", "inject", "snapshot", "extract"):
+                result.log.append(f"grader cell {cell.index} {cell.status}: {cell.error}")
+            else:
+                result.log.append(f"cell {cell.index} ({cell.kind}) {cell.status}: {cell.error}")
+        problem = _execution_problem(report)
+        if problem:
+            result.warnings.append(problem)
+    except GraderError as exc:
+        result.log.append(f"execution failed: {exc}")
+        result.warnings.append(f"the notebook could not be executed: {exc.message}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    check_started = time.monotonic()
+    answers = _answers(spec, report, asm)
+    for q in spec.questions:
+        if not q.auto:
+            result.questions.append(manual_pending(q.id, q.points))
+            continue
+        if report is None:
+            result.questions.append(ungradable(q.id, q.points, "the notebook was not executed"))
+            continue
+        result.questions.append(grade_question(session, q, answers[q.id], report))
+    result.timings["checks"] = round(time.monotonic() - check_started, 3)
+    result.timings["total"] = round(time.monotonic() - started, 3)
+    if report is None or any(q.status == R.Q_UNGRADABLE for q in result.questions):
+        result.status = R.PARTIAL
+    return result
+
+
+def grade_path(session: Session, path: Path, student: str | None = None) -> SubmissionResult:
+    """Grade one notebook file (a convenience over grade_bytes)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SubmissionError(f"cannot read {path}: {exc.strerror}") from None
+    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    return grade_bytes(
+        session, raw, student=student or path.stem, file=path.name, submitted_at=mtime
+    )

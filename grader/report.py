@@ -1,0 +1,212 @@
+"""Grade tables and feedback files. Everything a student controls is escaped.
+
+* ``grades.csv``: one row per student, points per question, total, status;
+* ``feedback/<student>.json`` (machines), ``.md`` and ``.html`` (people);
+* ``manual.csv``: one row per student and free-response question, points left blank;
+* every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from .fileio import atomic_write_text
+from .results import Q_MANUAL, SubmissionResult
+from .spec import AssignmentSpec
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")
+_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_filename(name: str) -> str:
+    """A file name derived from a student id: no path separators, no control characters."""
+    cleaned = _SAFE_NAME.sub("_", name).strip("._") or "student"
+    return cleaned[:100]
+
+
+def terminal_safe(text: str) -> str:
+    """Text with control characters (escape sequences included) made visible."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def csv_safe(value: object) -> str:
+    """A cell a spreadsheet will not run as a formula."""
+    text = "" if value is None else str(value)
+    if text and text[0] in _CSV_FORMULA and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fmt(points: float) -> str:
+    return f"{points:g}"
+
+
+def grades_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    qids = [q.id for q in spec.questions]
+    writer.writerow(["student", "file", *qids, "total", "max", "status", "notes"])
+    for r in sorted(results, key=lambda r: r.student):
+        by_id = {q.id: q for q in r.questions}
+        row = [csv_safe(r.student), csv_safe(r.file)]
+        for qid in qids:
+            q = by_id.get(qid)
+            if q is None or q.status == Q_MANUAL:
+                row.append("")
+            else:
+                row.append(_fmt(q.points))
+        notes = "; ".join(([r.error] if r.error else []) + r.changed_cells[:3])
+        row += [_fmt(r.total), _fmt(spec_total(spec)), r.status, csv_safe(notes[:300])]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def spec_total(spec: AssignmentSpec) -> float:
+    return sum(q.points for q in spec.questions)
+
+
+def manual_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["student", "question", "max_points", "answer", "points"])
+    for r in sorted(results, key=lambda r: r.student):
+        by_id = {q.id: q for q in r.questions}
+        for q in spec.manual_questions:
+            existing = by_id.get(q.id)
+            points = (
+                "" if existing is None or existing.status == Q_MANUAL else _fmt(existing.points)
+            )
+            answer = r.manual_answers.get(q.id, "")
+            writer.writerow([csv_safe(r.student), q.id, _fmt(q.points), csv_safe(answer), points])
+    return buffer.getvalue()
+
+
+def feedback_markdown(spec: AssignmentSpec, r: SubmissionResult) -> str:
+    """Readable feedback. Student-controlled text is put in code spans with backticks removed."""
+
+    def lit(text: str) -> str:
+        return terminal_safe(text).replace("`", "'").replace("\n", " ")
+
+    lines = [
+        f"# {spec.title}: feedback",
+        "",
+        f"- Student: `{lit(r.student)}`",
+        f"- File: `{lit(r.file)}`",
+        f"- Score: **{_fmt(r.total)} / {_fmt(spec_total(spec))}** (status: {r.status})",
+        "",
+    ]
+    if r.error:
+        lines += [f"**Your submission could not be graded:** {lit(r.error)}", ""]
+    if r.changed_cells:
+        lines += ["## Locked cells you changed (the originals were graded)", ""]
+        lines += [f"- {lit(c)}" for c in r.changed_cells] + [""]
+    if r.warnings:
+        lines += ["## Notes", ""] + [f"- {lit(w)}" for w in r.warnings] + [""]
+    lines += ["## Questions", ""]
+    titles = {q.id: q.title for q in spec.questions}
+    for q in r.questions:
+        lines.append(
+            f"### {q.id}: {titles.get(q.id, '')} ({_fmt(q.points)} / {_fmt(q.max_points)}, {q.status})"
+        )
+        if q.message:
+            lines.append(f"- {lit(q.message)}")
+        for c in q.checks:
+            mark = "pass" if c.passed else "fail"
+            lines.append(f"- [{mark}] {lit(c.message)}" + (f" ({lit(c.note)})" if c.note else ""))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def feedback_html(spec: AssignmentSpec, r: SubmissionResult) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(spec.title)}: feedback for {e(r.student)}</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        ".pass{color:#176b2c}.fail{color:#a4161a}td,th{padding:.2em .6em;text-align:left}"
+        "</style></head><body>",
+        f"<h1>{e(spec.title)}: feedback</h1>",
+        f"<p>Student: <code>{e(r.student)}</code><br>File: <code>{e(r.file)}</code><br>"
+        f"Score: <strong>{_fmt(r.total)} / {_fmt(spec_total(spec))}</strong> ({e(r.status)})</p>",
+    ]
+    if r.error:
+        parts.append(f"<p class='fail'>Your submission could not be graded: {e(r.error)}</p>")
+    if r.changed_cells:
+        parts.append("<h2>Locked cells you changed (the originals were graded)</h2><ul>")
+        parts += [f"<li>{e(c)}</li>" for c in r.changed_cells]
+        parts.append("</ul>")
+    if r.warnings:
+        parts.append(
+            "<h2>Notes</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in r.warnings) + "</ul>"
+        )
+    parts.append(
+        "<h2>Questions</h2><table><tr><th>question</th><th>points</th><th>feedback</th></tr>"
+    )
+    for q in r.questions:
+        items = [e(q.message)] if q.message else []
+        for c in q.checks:
+            cls = "pass" if c.passed else "fail"
+            note = f" <em>({e(c.note)})</em>" if c.note else ""
+            items.append(
+                f"<span class='{cls}'>{'✔' if c.passed else '✘'} {e(c.message)}</span>{note}"
+            )
+        parts.append(
+            f"<tr><td>{e(q.id)}</td><td>{_fmt(q.points)} / {_fmt(q.max_points)}</td>"
+            f"<td>{'<br>'.join(items)}</td></tr>"
+        )
+    parts.append("</table></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_feedback(spec: AssignmentSpec, r: SubmissionResult, folder: Path) -> None:
+    name = safe_filename(r.student)
+    atomic_write_text(
+        folder / f"{name}.json", json.dumps(r.to_dict(), indent=2, sort_keys=True) + "\n"
+    )
+    atomic_write_text(folder / f"{name}.md", feedback_markdown(spec, r))
+    atomic_write_text(folder / f"{name}.html", feedback_html(spec, r))
+
+
+def write_outputs(spec: AssignmentSpec, results: list[SubmissionResult], out: Path) -> None:
+    """Every output file of a batch, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        write_feedback(spec, r, out / "feedback")
+    atomic_write_text(out / "manual.csv", manual_csv(spec, results))
+    atomic_write_text(out / "grades.csv", grades_csv(spec, results))
+
+
+def grade_table(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str:
+    """The table printed at the end of a batch (terminal-safe)."""
+    rows = sorted(results, key=lambda r: r.student)
+    auto = [q for q in spec.questions if q.auto]
+    header = ["student", *[q.id[:12] for q in auto], "auto", "status"]
+    table = [header]
+    auto_max = sum(q.points for q in auto)
+    for r in rows:
+        by_id = {q.id: q for q in r.questions}
+        cells = [terminal_safe(r.student)[:28]]
+        cells += [_fmt(by_id[q.id].points) if q.id in by_id else "-" for q in auto]
+        earned = sum(by_id[q.id].points for q in auto if q.id in by_id)
+        cells += [f"{earned:g}/{auto_max:g}", r.status]
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table
+    )

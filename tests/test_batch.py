@@ -1,0 +1,69 @@
+"""Finding submissions: files, folders, LMS downloads, zip archives, the same student twice."""
+
+import os
+import zipfile
+from datetime import UTC, datetime
+
+import pytest
+
+from grader.batch import discover, newest_per_student, student_from_name
+from grader.errors import UsageError
+
+
+@pytest.mark.parametrize(
+    ("name", "student"),
+    [
+        ("alice.ipynb", "alice"),
+        ("smithjohn_12345_67890_mnist_nn.ipynb", "smithjohn"),
+        ("smithjohn_LATE_12345_67890_mnist_nn.ipynb", "smithjohn"),
+        ("smithjohn_12345_67890_mnist_nn-1.ipynb", "smithjohn"),
+        ("Zoë Müller.ipynb", "Zoë Müller"),
+        ("my notebook (1).ipynb", "my notebook (1)"),
+    ],
+)
+def test_student_names(name, student):
+    assert student_from_name(name) == student
+
+
+def _touch(path, text="{}", when=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if when:
+        os.utime(path, (when, when))
+
+
+def test_folder_layouts_and_zip(tmp_path):
+    _touch(tmp_path / "class" / "alice" / "work.ipynb")
+    _touch(tmp_path / "class" / "bob.ipynb")
+    _touch(tmp_path / "class" / "carol_111_222_mnist_nn.ipynb")
+    _touch(tmp_path / "class" / ".ipynb_checkpoints" / "bob-checkpoint.ipynb")
+    _touch(tmp_path / "class" / "notes.txt")
+    with zipfile.ZipFile(tmp_path / "class" / "late.zip", "w") as zf:
+        zf.writestr("dave/dave.ipynb", "{}")
+        zf.writestr("__MACOSX/dave/._dave.ipynb", "junk")
+        zf.writestr("erin_333_444_mnist_nn.ipynb", "{}")
+    subs = discover([tmp_path / "class"])
+    assert sorted(s.student for s in subs) == ["alice", "bob", "carol", "dave", "erin"]
+    dave = next(s for s in subs if s.student == "dave")
+    assert dave.read() == b"{}" and dave.member == "dave/dave.ipynb"
+
+
+def test_newest_submission_counts(tmp_path):
+    _touch(tmp_path / "s" / "amy_1_2_a.ipynb", when=1_700_000_000)
+    _touch(tmp_path / "s" / "amy_LATE_1_3_a.ipynb", when=1_700_000_500)
+    chosen, dropped = newest_per_student(discover([tmp_path / "s"]))
+    assert [c.label.endswith("amy_LATE_1_3_a.ipynb") for c in chosen] == [True]
+    assert len(dropped["amy"]) == 1 and dropped["amy"][0].endswith("amy_1_2_a.ipynb")
+    assert chosen[0].mtime == datetime.fromtimestamp(1_700_000_500, UTC)
+
+
+def test_missing_path_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        discover([tmp_path / "nope"])
+
+
+def test_a_broken_zip_is_one_broken_submission(tmp_path):
+    bad = tmp_path / "frank.zip"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    (sub,) = discover([bad])
+    assert sub.student == "frank" and sub.member is None

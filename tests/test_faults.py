@@ -1,0 +1,91 @@
+"""Faults injected into real notebooks on real MNIST: every wait is bounded, every grade kept.
+
+Each case is the solution with one fault cell added; the expected points are exact.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.authoring import notebook_text
+from grader.grading import grade_bytes, open_session
+
+HERE = Path(__file__).resolve().parent
+EXPECTED = json.loads((HERE / "corpus" / "expected.json").read_text())
+FULL = EXPECTED["solution"]
+BEFORE_PARAMETERS = {"first_nine_index": 1, "target_for_3": 1, "expected_cost": 1, "NN_Model3": 3}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def session(spec, grading_cache):
+    return open_session(spec, cache_dir=grading_cache, cell_timeout=15, notebook_timeout=45)
+
+
+def _with_fault(code: str, *, before_parameters: bool = False) -> bytes:
+    nb = nbformat.reads((HERE / "corpus" / "notebooks" / "solution.ipynb").read_text(), 4)
+    index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("grader", {}).get("role") == "parameters")
+    if not before_parameters:
+        index = len(nb.cells) - 1
+    nb.cells.insert(index, nbformat.v4.new_code_cell(code))
+    return notebook_text(nb).encode()
+
+
+def _points(result):
+    return {q.id: q.points for q in result.questions if q.id in FULL}
+
+
+FAULTS = {
+    # name: (fault code, placed before the parameters cell?, expected points, a text expected in log/warnings)
+    "cell_timeout_interrupted": ("import time\nwhile True:\n    time.sleep(0.05)", False, FULL, "timeout"),
+    "sys_exit": ("import sys\nsys.exit(3)", False, FULL, "SystemExit"),
+    "os_exit_kernel_death": ("import os\nos._exit(1)", False, FULL, "died"),
+    "segfault": ("import ctypes\nctypes.string_at(0)", False, FULL, "died"),
+    "memory_limit": ("import numpy as np\nhog = np.ones((6 * 2**30) // 8)\nhog[::4096] = 2", False, FULL, "Memory"),
+    "output_flood_100mb": ("import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 2**20)", False, FULL, "output limit"),
+    "notebook_limit_ignores_interrupts": (
+        "import time\nwhile True:\n    try:\n        time.sleep(1)\n    except KeyboardInterrupt:\n        pass",
+        True,
+        {**dict.fromkeys(FULL, 0), **BEFORE_PARAMETERS},
+        "out of time",
+    ),
+    "fork_bomb": (
+        "import subprocess, sys\n"
+        "bomb = subprocess.Popen([sys.executable, '-c', 'import os\\nwhile True:\\n    os.fork()'])\n"
+        "import time\ntime.sleep(3)",
+        False,
+        FULL,
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_fault(session, name):
+    code, before, expected, evidence = FAULTS[name]
+    result = grade_bytes(session, _with_fault(code, before_parameters=before), student=name, file=f"{name}.ipynb")
+    assert _points(result) == expected, (result.warnings, result.log)
+    text = " ".join(result.log + result.warnings)
+    assert evidence in text, text
+
+
+def test_no_process_left_behind(session):
+    """After the fork bomb and the killed kernels, nothing of the students' is still running."""
+    time.sleep(1)
+    leftovers = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+        if uid == "65534":
+            leftovers.append(pid)
+    assert leftovers == []

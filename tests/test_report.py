@@ -1,0 +1,58 @@
+"""Everything a student controls is escaped in HTML, Markdown, CSV and terminal output."""
+
+import csv
+import io
+
+import pytest
+
+from grader.report import csv_safe, feedback_html, feedback_markdown, grades_csv, manual_csv, safe_filename, terminal_safe
+from grader.results import CheckResult, QuestionResult, SubmissionResult
+from grader.spec import load_spec
+
+EVIL = "<script>alert(1)</script>\x1b[31m`=cmd|'/c calc'!A0"
+
+
+@pytest.fixture(scope="module")
+def spec(repo_root):
+    return load_spec(repo_root / "solutions" / "mnist_nn")
+
+
+def _result() -> SubmissionResult:
+    return SubmissionResult(
+        student=EVIL,
+        file="../../etc/passwd.ipynb",
+        content_hash="0" * 64,
+        status="graded",
+        questions=[
+            QuestionResult("first_nine_index", "failed", 0.0, 1.0, [CheckResult("value", False, EVIL)]),
+            QuestionResult("cost_trend", "manual", 0.0, 1.0, [], "waits"),
+        ],
+        manual_answers={"cost_trend": "=HYPERLINK(\"http://x\")"},
+        changed_cells=[EVIL],
+    )
+
+
+def test_html_escapes(spec):
+    page = feedback_html(spec, _result())
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "\x1b" not in page or "&#x1b;" in page
+
+
+def test_markdown_and_terminal_escape(spec):
+    text = feedback_markdown(spec, _result())
+    assert "\x1b" not in text
+    assert terminal_safe("a\x1b[31mb\x07") == "a\\x1b[31mb\\x07"
+
+
+def test_csv_has_no_formulas(spec):
+    for text in (grades_csv(spec, [_result()]), manual_csv(spec, [_result()])):
+        for row in csv.reader(io.StringIO(text)):
+            for cell in row:
+                assert not cell.startswith(("=", "@")) or cell == "", cell
+    assert csv_safe("-1.5") == "-1.5"
+    assert csv_safe("-cmd") == "'-cmd"
+
+
+@pytest.mark.parametrize(("name", "expected"), [("../../etc/passwd", "etc_passwd"), ("Zoë Smith", "Zo_Smith"), ("", "student"), ("a/b\\c", "a_b_c")])
+def test_safe_filename(name, expected):
+    assert safe_filename(name) == expected
