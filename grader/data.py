@@ -737,10 +737,12 @@ def resolve_dataset(
 
 
 def stage_dataset(src: Path, workdir: Path, stage_as: str) -> Path:
-    """Put ``src`` at ``workdir/stage_as`` (parents created): a hard link, else a copy.
+    """Put a read-only copy of ``src`` at ``workdir/stage_as`` (parents created).
 
-    Never a symlink, which a sandbox may not resolve. The file appears atomically
-    (temporary name, then rename); an existing file there is replaced.
+    A copy, never a hard link (student code that may write to its own folder must not be
+    able to change the instructor's cached file) and never a symlink (which a sandbox may
+    not resolve). The file appears atomically (temporary name, then rename); an existing
+    file there is replaced.
     """
     src = Path(src)
     workdir = Path(workdir)
@@ -766,10 +768,8 @@ def stage_dataset(src: Path, workdir: Path, stage_as: str) -> Path:
         ) from exc
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o444)
         os.replace(tmp, target)
     except OSError as exc:
         _unlink(tmp)

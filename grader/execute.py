@@ -35,7 +35,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
 from . import selfcheck
-from .authoring import ANSWER, PARAMETERS, SELFCHECK, cell_role
+from .authoring import ANSWER, GIVEN, PARAMETERS, SELFCHECK, cell_role
 from .spec import GradingSpec, SandboxLimits
 
 EXEC_KEY = "grader_exec"  # cell metadata the executor adds: which cells are its own
@@ -152,6 +152,8 @@ def cell_kind(cell: NotebookNode) -> str:
     if EXEC_KEY in cell.metadata:
         return str(cell.metadata[EXEC_KEY]["kind"])
     role = cell_role(cell).role
+    if role == GIVEN and "grader" not in cell.metadata:
+        return "student"  # a cell the student added: assembly strips their metadata
     return {ANSWER: "student", PARAMETERS: "parameters"}.get(role, role)
 
 
@@ -270,7 +272,12 @@ def kernel_env(grading: GradingSpec, workdir: Path) -> dict[str, str]:
 
 def default_kernel_factory(kernel_name: str = "python3") -> KernelFactory:
     def factory(workdir: Path) -> KernelManager:
-        return KernelManager(kernel_name=kernel_name)
+        # An async client: with a blocking one nbclient waits in get_msg(timeout=None) and
+        # never notices a cell timeout or a dead kernel.
+        return KernelManager(
+            kernel_name=kernel_name,
+            client_class="jupyter_client.asynchronous.AsyncKernelClient",
+        )
 
     return factory
 
