@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from . import selfcheck
+from .data import sha256_file
 from .errors import ExecutionError, SpecError
 from .fileio import atomic_write_json
 from .results import CheckResult
@@ -158,12 +159,10 @@ class CheckContext:
         if self._data_hash is None:
             if self.dataset_path is None:
                 self._data_hash = "none"
-            elif self.spec.dataset and self.spec.dataset.sha256:
-                # resolve_dataset verified the file against this hash already
-                self._data_hash = self.spec.dataset.sha256
             else:
-                digest = hashlib.sha256(self.dataset_path.read_bytes()).hexdigest()
-                self._data_hash = digest
+                # the file's own hash: a structurally valid file with another hash (accepted
+                # with a warning) must not share cached reference results with the real one
+                self._data_hash = sha256_file(self.dataset_path)
         return self._data_hash
 
     def cached(self, name: str, params: dict[str, Any], compute: Callable[[], T]) -> T:

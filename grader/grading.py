@@ -6,7 +6,6 @@ SubmissionResult, so a batch never stops because of one submission.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ from .checking import (
     make_runner,
     run_check,
 )
-from .data import resolve_dataset, stage_dataset
+from .data import default_cache_dir, resolve_dataset, stage_dataset
 from .errors import GraderError, SubmissionError
 from .execute import ExecutionReport, KernelFactory, kernel_env, run_notebook
 from .results import QuestionResult, SubmissionResult
@@ -39,14 +38,6 @@ from .scoring import manual_pending, score_question, ungradable
 from .spec import AssignmentSpec, Question, SandboxLimits
 
 SandboxFactory = Callable[[Path], Any]
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("GRADER_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "grader"
 
 
 @dataclass

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -26,14 +27,25 @@ _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 def safe_filename(name: str) -> str:
-    """A file name derived from a student id: no path separators, no control characters."""
-    cleaned = _SAFE_NAME.sub("_", name).strip("._") or "student"
-    return cleaned[:100]
+    """A file name derived from a student id: no path separators, no control characters.
+
+    A name that had to be changed gets a short hash of the original, so two students whose
+    names differ only in the characters replaced ("Zoë", "Zoé") never share a file.
+    """
+    cleaned = (_SAFE_NAME.sub("_", name).strip("._") or "student")[:100]
+    if cleaned != name:
+        cleaned += "-" + hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:8]
+    return cleaned
 
 
 def terminal_safe(text: str) -> str:
     """Text with control characters (escape sequences included) made visible."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def html_safe(text: object) -> str:
+    """Text for HTML: markup escaped, control characters made visible."""
+    return html.escape(terminal_safe(str(text)))
 
 
 def csv_safe(value: object) -> str:
@@ -133,7 +145,7 @@ def feedback_markdown(spec: AssignmentSpec, r: SubmissionResult) -> str:
 
 
 def feedback_html(spec: AssignmentSpec, r: SubmissionResult) -> str:
-    e = html.escape
+    e = html_safe
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -5,7 +5,15 @@ import io
 
 import pytest
 
-from grader.report import csv_safe, feedback_html, feedback_markdown, grades_csv, manual_csv, safe_filename, terminal_safe
+from grader.report import (
+    csv_safe,
+    feedback_html,
+    feedback_markdown,
+    grades_csv,
+    manual_csv,
+    safe_filename,
+    terminal_safe,
+)
 from grader.results import CheckResult, QuestionResult, SubmissionResult
 from grader.spec import load_spec
 
@@ -53,6 +61,16 @@ def test_csv_has_no_formulas(spec):
     assert csv_safe("-cmd") == "'-cmd"
 
 
-@pytest.mark.parametrize(("name", "expected"), [("../../etc/passwd", "etc_passwd"), ("Zoë Smith", "Zo_Smith"), ("", "student"), ("a/b\\c", "a_b_c")])
-def test_safe_filename(name, expected):
-    assert safe_filename(name) == expected
+@pytest.mark.parametrize(
+    ("name", "prefix"),
+    [("alice", "alice"), ("../../etc/passwd", "etc_passwd-"), ("Zoë Smith", "Zo_Smith-"), ("", "student-"), ("a/b\\c", "a_b_c-")],
+)
+def test_safe_filename(name, prefix):
+    got = safe_filename(name)
+    assert got.startswith(prefix) and (got == name or len(got) == len(prefix) + 8)
+    assert "/" not in got and "\\" not in got and not got.startswith(".")
+
+
+def test_safe_filenames_of_different_students_differ():
+    names = ["Zoë Smith", "Zoé Smith", "Zo_ Smith", "Zo_Smith", "a/b", "a_b"]
+    assert len({safe_filename(n) for n in names}) == len(names)
