@@ -36,7 +36,7 @@ from .spec import AssignmentSpec, SandboxLimits
 
 log = logging.getLogger("grader")
 
-CANVAS_RE = re.compile(r"^(?P<student>[^_]+?)(?:_LATE)?_\d+_\d+(?:_.+)?$", re.IGNORECASE)
+CANVAS_RE = re.compile(r"^(?P<student>[^_]+?)(?:_LATE)?_\d{3,}_\d{3,}(?:_.+)?$", re.IGNORECASE)
 SKIP_PARTS = ("__MACOSX", ".ipynb_checkpoints")
 
 
@@ -46,7 +46,7 @@ class Submission:
     label: str  # how it is shown: a path, or archive:member
     path: Path
     member: str | None = None  # inside a zip archive
-    mtime: datetime = datetime.fromtimestamp(0, UTC)
+    mtime: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
 
     def read(self) -> bytes:
         if self.member is None:

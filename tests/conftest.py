@@ -52,3 +52,21 @@ def mnist_path() -> Path:
 @pytest.fixture(scope="session")
 def mnist_data(reference: ModuleType, mnist_path: Path) -> Any:
     return reference.load_mnist(mnist_path)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def spec() -> Any:
+    from grader.spec import load_spec
+
+    return load_spec(ROOT / "solutions" / "mnist_nn")
+
+
+@pytest.fixture(scope="session")
+def grading_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One reference-result cache for the whole test session (never the user's own)."""
+    return tmp_path_factory.mktemp("grading-cache")

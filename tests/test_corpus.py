@@ -24,6 +24,11 @@ def test_corpus_is_current(tmp_path):
         committed = CORPUS / "notebooks" / path.name
         assert committed.read_text() == path.read_text(), f"run `python tests/corpus/build.py --update` ({path.name})"
     assert len(expected) >= 25
+    samples = module.build_samples(tmp_path / "samples")
+    assert samples == json.loads((HERE / "samples" / "expected_mnist_nn.json").read_text())
+    for path in sorted((tmp_path / "samples").glob("*.ipynb")):
+        committed = HERE / "samples" / "mnist_nn" / path.name
+        assert committed.read_text() == path.read_text(), f"run `python tests/corpus/build.py --update` ({path.name})"
 
 
 @pytest.fixture(scope="module")
