@@ -17,9 +17,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import GraderError, UsageError
+
+if TYPE_CHECKING:
+    from .spec import AssignmentSpec, SandboxLimits
 
 
 def _default(func: object, name: str) -> object:
@@ -27,7 +31,7 @@ def _default(func: object, name: str) -> object:
     return inspect.signature(func).parameters[name].default  # type: ignore[arg-type]
 
 
-def _assignment(value: str) -> object:
+def _assignment(value: str) -> AssignmentSpec:
     from .spec import find_assignment
 
     return find_assignment(value)
@@ -37,7 +41,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
     from .authoring import write_template
 
     spec = _assignment(args.source)
-    path = write_template(spec, Path(args.out) if args.out else None)  # type: ignore[arg-type]
+    path = write_template(spec, Path(args.out) if args.out else None)
     print(f"wrote {path}")
     return 0
 
@@ -46,8 +50,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     from .release import leak_check, release
 
     spec = _assignment(args.assignment)
-    files = release(spec, Path(args.out))  # type: ignore[arg-type]
-    report = leak_check(spec, Path(args.out) / spec.id)  # type: ignore[attr-defined]
+    files = release(spec, Path(args.out))
+    report = leak_check(spec, Path(args.out) / spec.id)
     for path in files:
         print(f"wrote {path}")
     if report.leaks:
@@ -56,8 +60,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _limits(args: argparse.Namespace, spec: object) -> object:
-    limits = spec.sandbox  # type: ignore[attr-defined]
+def _limits(args: argparse.Namespace, spec: AssignmentSpec) -> SandboxLimits:
+    limits = spec.sandbox
     overrides = {
         name: getattr(args, name)
         for name in ("memory_mb", "cpu_seconds", "max_processes", "max_output_mb")
@@ -73,10 +77,10 @@ def cmd_grade(args: argparse.Namespace) -> int:
     out = Path(args.out)
     gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
     if args.manual:
-        count = import_manual(spec, Path(args.manual), gradebook)  # type: ignore[arg-type]
+        count = import_manual(spec, Path(args.manual), gradebook)
         print(f"merged {count} manual scores from {args.manual}")
         if not args.submissions:
-            rebuild_outputs(spec, gradebook, out)  # type: ignore[arg-type]
+            rebuild_outputs(spec, gradebook, out)
             print(f"rebuilt {out / 'grades.csv'}")
             return 0
     if not args.submissions:
@@ -85,7 +89,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         force=args.force,
         sandbox=not args.no_sandbox,
-        limits=_limits(args, spec),  # type: ignore[arg-type]
+        limits=_limits(args, spec),
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         dataset=Path(args.dataset) if args.dataset else None,
         cell_timeout=args.cell_timeout,
@@ -93,8 +97,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
         gradebook=gradebook,
         progress=not args.quiet,
     )
-    batch = grade_batch(spec, [Path(p) for p in args.submissions], out, options)  # type: ignore[arg-type]
-    print(summary(spec, batch))  # type: ignore[arg-type]
+    batch = grade_batch(spec, [Path(p) for p in args.submissions], out, options)
+    print(summary(spec, batch))
     print(
         f"\n{len(batch.results)} students: {batch.graded} graded, {batch.cached} unchanged "
         f"(cached), {batch.failed} unreadable; {batch.seconds:.1f}s. Outputs in {out}/"
@@ -110,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     spec = _assignment(args.assignment)
     out = Path(args.out)
     gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
-    results = rebuild_outputs(spec, gradebook, out)  # type: ignore[arg-type]
+    results = rebuild_outputs(spec, gradebook, out)
     print(f"rebuilt {out / 'grades.csv'} for {len(results)} students from {gradebook}")
     return 0
 
@@ -140,7 +144,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     spec = _assignment(args.assignment)
     report = validate(
-        spec,  # type: ignore[arg-type]
+        spec,
         sandbox=not args.no_sandbox,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )
@@ -158,7 +162,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibrate import calibrate
 
     spec = _assignment(args.assignment)
-    path = calibrate(spec, dataset=Path(args.dataset) if args.dataset else None)  # type: ignore[arg-type]
+    path = calibrate(spec, dataset=Path(args.dataset) if args.dataset else None)
     print(f"wrote {path}")
     return 0
 

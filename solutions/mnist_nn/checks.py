@@ -7,6 +7,7 @@ understands, without giving the answer away.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -279,12 +280,12 @@ def _reference_accuracy(ctx: CheckContext, hidden_layers: int, weights: list[np.
 def _shapes(hidden_layers: int, width: int) -> list[list[int]]:
     sizes = [784] + [width] * hidden_layers + [10]
     shapes: list[list[int]] = []
-    for n_in, n_out in zip(sizes, sizes[1:], strict=False):
+    for n_in, n_out in itertools.pairwise(sizes):
         shapes += [[n_out, n_in], [n_out]]
     return shapes
 
 
-def NN_Model3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[CheckResult]:  # noqa: N802
+def NN_Model3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[CheckResult]:
     import torch
 
     if not answer.source:

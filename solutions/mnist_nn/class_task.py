@@ -95,7 +95,7 @@ def main():
         weights = [_decode(w) for w in payload["weights"]]
         if [list(w.shape) for w in weights] == result["shapes"]:
             with torch.no_grad():
-                for p, w in zip(params, weights):
+                for p, w in zip(params, weights, strict=True):
                     p.copy_(torch.as_tensor(w))
                 out = model(torch.as_tensor(_decode(payload["images"])))
             result["outputs"] = _encode(out.detach().numpy())
