@@ -42,6 +42,8 @@ EXEC_KEY = "grader_exec"  # cell metadata the executor adds: which cells are its
 SKIP_TAG = "skip-execution"
 GRADER_CELL_ALLOWANCE = 60  # seconds a grader cell may take, even past the deadline
 MAX_RESTARTS = 2
+MIN_RESTART_BUDGET = 20  # seconds: with less time left, a restart could not get far
+INTERRUPT_GRACE = 20  # seconds a timed-out cell has to stop after its interrupt
 
 KernelFactory = Callable[[Path], KernelManager]
 
@@ -307,6 +309,9 @@ class _Attempt:
         self.report = report
         self.current_index = -1
         self.current_start = 0.0
+        self.current_limit = float("inf")  # a cell's timeout plus the grace for its interrupt
+        self.timed_out_index = -1
+        self.stuck_limit = float("inf")  # the timed-out cell must have let go by then
         self.died = False
         self.error = ""
         self.watchdog_fired = False
@@ -326,6 +331,7 @@ class _Attempt:
     def on_execute(self, cell: NotebookNode, cell_index: int, **_: Any) -> None:
         self.current_index = cell_index
         self.current_start = time.monotonic()
+        self.current_limit = self.current_start + self.timeout_for(cell) + INTERRUPT_GRACE
 
     def on_executed(
         self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any], **_: Any
@@ -339,6 +345,14 @@ class _Attempt:
             rec.error = f"{ename}: {content.get('evalue', '')}"[:500]
         else:
             rec.status = "ok"
+        if rec.status == "timeout":
+            # nbclient interrupted the kernel and moves on; until a later cell replies, the
+            # kernel may still be stuck in this one (a loop that catches KeyboardInterrupt)
+            self.timed_out_index = cell_index
+            self.stuck_limit = time.monotonic() + INTERRUPT_GRACE
+        else:
+            self.timed_out_index = -1
+            self.stuck_limit = float("inf")
         self.current_index = -1
 
     def timeout_for(self, cell: NotebookNode) -> int:
@@ -371,25 +385,42 @@ class _Attempt:
         )
         client.max_output_bytes = max(0, max_output)
 
-        def watchdog() -> None:
-            self.watchdog_fired = True
-            pid = _kernel_pid(km)
-            if pid:
-                _kill(pid)
+        # The watchdog kills a kernel that ignores the interrupt at a cell's timeout, and
+        # any kernel still running well past the notebook's deadline. nbclient then raises
+        # DeadKernelError and run_notebook restarts without the cell that would not stop.
+        hard_limit = self.deadline + GRADER_CELL_ALLOWANCE * 2
+        stop = threading.Event()
 
-        hard_limit = self.deadline + GRADER_CELL_ALLOWANCE * 2 - time.monotonic()
-        timer = threading.Timer(max(1.0, hard_limit), watchdog)
-        timer.daemon = True
+        def watchdog() -> None:
+            while not stop.wait(0.25):
+                now = time.monotonic()
+                stuck = self.current_index >= 0 and now > self.current_limit
+                stuck = stuck or now > self.stuck_limit
+                if stuck or now > hard_limit:
+                    self.watchdog_fired = True
+                    pid = _kernel_pid(km)
+                    if pid:
+                        _kill(pid)
+                    return
+
+        timer = threading.Thread(target=watchdog, name="grader-watchdog", daemon=True)
         timer.start()
         try:
-            client.execute(env=env, cwd=str(workdir))
+            # cleanup_kc: nbclient keeps the client of a manager it was given; ours must
+            # close its sockets whatever happened to the kernel.
+            client.execute(env=env, cwd=str(workdir), cleanup_kc=True)
         except DeadKernelError:
             self.died = True
         except Exception as exc:  # a kernel that never started, a broken channel, ...
             self.died = True
             self.error = f"execution stopped: {type(exc).__name__}: {exc}"
         finally:
-            timer.cancel()
+            stop.set()
+            timer.join(timeout=5)
+            kc = getattr(client, "kc", None)
+            if kc is not None:  # nbclient stopped before its own clean-up
+                with contextlib.suppress(Exception):
+                    kc.stop_channels()
             with contextlib.suppress(Exception):
                 if km.has_kernel:
                     km.shutdown_kernel(now=True)
@@ -446,21 +477,30 @@ def run_notebook(
                 answers["values"].update(got.get("values", {}))
                 answers["models"].update(got.get("models", {}))
         index = run.current_index
+        if run.died and run.timed_out_index >= 0:
+            index = run.timed_out_index  # the cell that ignored its interrupt, not the next
+        left = deadline - time.monotonic()
+        restart = run.died and index >= 0 and attempt < MAX_RESTARTS and left >= MIN_RESTART_BUDGET
         if run.died:
             reason = "was killed by the grader's watchdog" if run.watchdog_fired else "died"
             if index >= 0:
                 run.cells[index].status = "died"
                 run.cells[index].error = f"the kernel {reason} while running this cell"
                 killers.add(index)
-            report.log.append(
-                f"attempt {attempt + 1}: the kernel {reason} in cell {index}"
-                + (" (restarting without that cell)" if attempt < MAX_RESTARTS else "")
-            )
+            if restart:
+                then = "restarting without that cell"
+            elif index < 0:
+                then = "not restarted"
+            elif attempt >= MAX_RESTARTS:
+                then = f"not restarted: {MAX_RESTARTS} restarts already"
+            else:
+                then = f"not restarted: only {max(0, int(left))} s of the notebook's time left"
+            report.log.append(f"attempt {attempt + 1}: the kernel {reason} in cell {index} ({then})")
         if run.error:
             report.log.append(run.error)
         report.notebook = run.nb
         report.cells = run.cells
-        if not run.died or index < 0 or time.monotonic() > deadline:
+        if not restart:
             break
         report.restarts += 1
 
