@@ -339,6 +339,22 @@ def _monkeypatch(nb: NotebookNode) -> None:
     set_answer(nb, "NN_Model3", MODEL3_MONKEYPATCH)
 
 
+@case("monkeypatched_numpy_and_builtins", first_nine_index=0)
+def _monkeypatch_builtins(nb: NotebookNode) -> None:
+    set_answer(nb, "first_nine_index", "first_nine_index = 0")
+    add_cell(
+        nb,
+        "import builtins, numpy, json\n"
+        "numpy.allclose = lambda *a, **k: True\n"
+        "numpy.isclose = lambda *a, **k: numpy.ones(1, dtype=bool)\n"
+        "numpy.array_equal = lambda *a, **k: True\n"
+        "builtins.abs = lambda x: 0\n"
+        "builtins.round = lambda x, n=0: 4\n"
+        "builtins.float = lambda *a: 4.0\n"
+        "json.dumps = lambda *a, **k: '{\"first_nine_index\": 4}'",
+    )
+
+
 @case("custom_eq_objects", first_nine_index=0, target_for_3=0, expected_cost=0)
 def _custom_eq(nb: NotebookNode) -> None:
     add_cell(
@@ -396,12 +412,12 @@ def _exits(nb: NotebookNode) -> None:
 SAMPLES: dict[str, tuple[str, ...]] = {
     "alvarezsofia_10231_884102_mnist_nn": ("solution",),
     "brownjames_10244_884177_mnist_nn": ("cost_mean_0_125", "claims_training_accuracy"),
-    "chenwei_10251_884190_mnist_nn": ("onehot_digit_value", "random_accuracy_percent", "answers_as_numpy"),
+    "chenwei_10251_884190_mnist_nn": ("answers_as_numpy", "random_accuracy_percent", "experiments_made_up_cost"),
     "dialloaminata_10260_884211_mnist_nn": ("model3_no_output_sigmoid", "parameters_left_at_100_epochs"),
     "eriksenlars_LATE_10277_884302_mnist_nn": ("experiments_wrong_direction", "max_learning_rate_5"),
     "fitzgeraldkate_10281_884315_mnist_nn": ("blank_template",),
     "gonzalezluis_10290_884330_mnist_nn": ("locked_cost_func_returns_zero", "model3_sequential", "exception_in_unrelated_cell"),
-    "haddadomar_10302_884351_mnist_nn": ("parameters_left_at_lr_5", "first_nine_off_by_one", "answers_as_tensors"),
+    "haddadomar_10302_884351_mnist_nn": ("parameters_left_at_lr_5", "answers_as_tensors", "random_accuracy_0_5"),
 }
 COLAB_METADATA = {
     "colab": {"provenance": [], "toc_visible": True},
@@ -417,9 +433,16 @@ def build_samples(out: Path) -> dict[str, dict[str, float]]:
     for i, (name, cases) in enumerate(SAMPLES.items()):
         nb = solution_submission()
         points = dict(FULL)
+        edited_by: dict[str, str] = {}
         for case_name in cases:
             edit, case_points = CASES[case_name]
+            before = {c["id"]: c.source for c in nb.cells}
             edit(nb)
+            for cell in nb.cells:
+                if before.get(cell["id"]) != cell.source:
+                    if cell["id"] in edited_by:  # the later edit would hide the earlier mistake
+                        raise ValueError(f"{name}: {case_name} and {edited_by[cell['id']]} edit one cell")
+                    edited_by[cell["id"]] = case_name
             points.update({k: v for k, v in case_points.items() if v != FULL[k]})
         if i % 2:
             nb.metadata = dict(COLAB_METADATA)
