@@ -48,7 +48,7 @@ def as_submitted(path: Path, data: Path, stage_as: str, timeout: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="*", default=[str(ROOT / "tests" / "samples" / "mnist_nn")])
-    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="grader workers (1: same cores as the plain run)")
     parser.add_argument("--timeout", type=int, default=1800, help="per cell, as submitted")
     args = parser.parse_args(argv)
     spec = load_spec(ROOT / "solutions" / "mnist_nn")

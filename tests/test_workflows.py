@@ -189,6 +189,29 @@ def test_student_self_check_from_the_released_bundle(tmp_path, capsys):
     assert "1.25" not in printed  # the hint does not give the answer away
 
 
+def test_self_check_cell_inside_the_notebook(tmp_path):
+    """The template's SELFCHECK cell, run in a plain Jupyter kernel beside the bundle's
+    selfcheck.py, as in Jupyter or Colab: no grader package, no repository."""
+    import nbclient
+    import nbformat
+
+    assert main(["release", "mnist_nn", "--out", str(tmp_path)]) == 0
+    folder = tmp_path / "mnist_nn"
+    template = nbformat.read(folder / "mnist_nn.ipynb", 4)
+    (cell,) = [c for c in template.cells if c.source.startswith("# SELFCHECK")]
+    answers = "first_nine_index = 4\ntarget_for_3 = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]\nexpected_cost = 0.625"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(answers), nbformat.v4.new_code_cell(cell.source)])
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONNOUSERSITE": "1"}
+    client = nbclient.NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(folder)}})
+    client.execute(env=env, cwd=str(folder))
+    printed = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    status = {line.split()[0]: line.split()[1] for line in printed.splitlines() if len(line.split()) > 1}
+    assert status["first_nine_index"] == "pass" and status["target_for_3"] == "pass", printed
+    assert status["expected_cost"] == "fail", printed
+    imports = [line for line in (folder / "selfcheck.py").read_text().splitlines() if "import" in line]
+    assert not [line for line in imports if "grader" in line]  # stands alone beside the notebook
+
+
 def _copy_assignment(tmp_path: Path) -> Path:
     root = tmp_path / "course"
     shutil.copytree(ROOT / "solutions" / "mnist_nn", root / "solutions" / "mnist_nn")

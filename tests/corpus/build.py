@@ -409,14 +409,15 @@ def _exits(nb: NotebookNode) -> None:
 
 # The sample class the README's main command grades: realistic submissions, each a student who
 # made a few of the corpus's mistakes, saved by the editors students use.
+# Most of them left num_epochs at 100, as the lesson's last section tells students to.
 SAMPLES: dict[str, tuple[str, ...]] = {
-    "alvarezsofia_10231_884102_mnist_nn": ("solution",),
-    "brownjames_10244_884177_mnist_nn": ("cost_mean_0_125", "claims_training_accuracy"),
-    "chenwei_10251_884190_mnist_nn": ("answers_as_numpy", "random_accuracy_percent", "experiments_made_up_cost"),
+    "alvarezsofia_10231_884102_mnist_nn": ("solution", "parameters_left_at_100_epochs"),
+    "brownjames_10244_884177_mnist_nn": ("cost_mean_0_125", "claims_training_accuracy", "parameters_left_at_100_epochs"),
+    "chenwei_10251_884190_mnist_nn": ("answers_as_numpy", "random_accuracy_percent", "experiments_made_up_cost", "parameters_left_at_100_epochs"),
     "dialloaminata_10260_884211_mnist_nn": ("model3_no_output_sigmoid", "parameters_left_at_100_epochs"),
-    "eriksenlars_LATE_10277_884302_mnist_nn": ("experiments_wrong_direction", "max_learning_rate_5"),
+    "eriksenlars_LATE_10277_884302_mnist_nn": ("experiments_wrong_direction", "max_learning_rate_5", "parameters_left_at_100_epochs"),
     "fitzgeraldkate_10281_884315_mnist_nn": ("blank_template",),
-    "gonzalezluis_10290_884330_mnist_nn": ("locked_cost_func_returns_zero", "model3_sequential", "exception_in_unrelated_cell"),
+    "gonzalezluis_10290_884330_mnist_nn": ("locked_cost_func_returns_zero", "model3_sequential", "exception_in_unrelated_cell", "parameters_left_at_100_epochs"),
     "haddadomar_10302_884351_mnist_nn": ("parameters_left_at_lr_5", "answers_as_tensors", "random_accuracy_0_5"),
 }
 COLAB_METADATA = {
