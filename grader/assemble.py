@@ -98,7 +98,6 @@ def parse_notebook(raw: bytes, name: str) -> tuple[NotebookNode, list[str]]:
         raise SubmissionError(f"{name}: the notebook structure is invalid: {exc}") from None
     if major == 3:
         warnings.append(f"{name}: an nbformat v3 notebook, converted to v4")
-    seen: set[str] = set()
     for i, cell in enumerate(nb.cells):
         if not isinstance(cell, dict) or "cell_type" not in cell:
             raise SubmissionError(f"{name}: cell {i} is not a notebook cell")
@@ -108,13 +107,7 @@ def parse_notebook(raw: bytes, name: str) -> tuple[NotebookNode, list[str]]:
         elif not isinstance(source, str):
             cell["source"] = str(source)
         cell.setdefault("metadata", {})
-        cid = cell.get("id")
-        if not isinstance(cid, str) or not _ID_OK.match(cid) or cid in seen:
-            cid = f"cell-{i}"
-            while cid in seen:
-                cid += "x"
-            cell["id"] = cid
-        seen.add(cid)
+    _repair_ids(nb.cells)  # again: a v3 notebook gets its ids in the conversion
     return nb, warnings
 
 

@@ -58,3 +58,9 @@ class ValidationFailed(GraderError):
     """`grader validate` found problems; the message lists them."""
 
     exit_code = 7
+
+
+class GradebookError(GraderError):
+    """The gradebook could not be opened or written (a locked or corrupt database file)."""
+
+    exit_code = 8

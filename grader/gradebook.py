@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import GraderError
+from .errors import GradebookError
 from .results import SubmissionResult
 
 SCHEMA = """
@@ -53,10 +53,6 @@ CREATE TABLE IF NOT EXISTS manual_scores (
     PRIMARY KEY (student, question)
 );
 """
-
-
-class GradebookError(GraderError):
-    exit_code = 8
 
 
 def _now() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -180,9 +181,19 @@ def test_solutions_and_hidden_paths_are_unreadable(tmp_path: Path, workdir: Path
 
 @needs_bwrap
 def test_default_sandbox_does_not_expose_the_repository(box: Sandbox) -> None:
-    code = f"import os; print(os.path.exists({str(repo_root())!r}), os.listdir('/'))"
+    """Only the Python environment is mounted: with the README's `.venv` inside the
+    checkout, the checkout's path exists in the sandbox but holds nothing but `.venv`."""
+    root = repo_root()
+    code = f"import json, os; r = {str(root)!r}; print(json.dumps(sorted(os.listdir(r)) if os.path.exists(r) else None))"
     result = box.run(py(code), timeout=30)
-    assert result.stdout_text.startswith("False"), result.stdout_text
+    assert result.returncode == 0, result.stderr_text
+    visible = json.loads(result.stdout_text)
+    prefix = Path(sys.prefix).resolve()
+    allowed = [prefix.relative_to(root).parts[0]] if prefix.is_relative_to(root) else []
+    assert visible is None or visible == allowed, visible
+    for secret in ("solutions", "grader", "tests", "pyproject.toml"):
+        probe = box.run(py(f"import os; print(os.path.exists({str(root / secret)!r}))"), timeout=30)
+        assert probe.stdout_text.strip() == "False", secret
 
 
 @needs_bwrap
