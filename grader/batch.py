@@ -405,36 +405,50 @@ def apply_manual(
 
 
 def import_manual(spec: AssignmentSpec, csv_path: Path, gradebook: Path) -> int:
-    """Merge a filled-in manual.csv into the gradebook; returns how many scores were set."""
+    """Merge a filled-in manual.csv into the gradebook; returns how many scores were set.
+
+    Every row is checked before any is written: a sheet with one bad row changes nothing.
+    """
     import csv
 
     manual_ids = {q.id: q for q in spec.manual_questions}
-    count = 0
+    if not gradebook.is_file():
+        raise UsageError(
+            f"no gradebook at {gradebook}",
+            hint="grade the submissions first, or pass --gradebook",
+        )
     try:
         handle = csv_path.open(encoding="utf-8", newline="")
     except OSError as exc:
         raise UsageError(f"cannot read {csv_path}: {exc.strerror}") from exc
+    scores: list[tuple[str, str, float]] = []
     with handle, Gradebook(gradebook) as book:
+        students = {r.student for r in book.current_results()}
         for line, row in enumerate(csv.DictReader(handle), start=2):
+            where = f"{csv_path} line {line}"
             qid = row.get("question", "")
             if qid not in manual_ids:
-                raise UsageError(f"{csv_path} line {line}: unknown manual question {qid!r}")
+                raise UsageError(f"{where}: unknown manual question {qid!r}")
             try:
                 points = parse_points(row.get("points") or "")
             except ValueError:
-                raise UsageError(f"{csv_path} line {line}: points must be a number") from None
+                raise UsageError(f"{where}: points must be a number") from None
             if points is None:
                 continue
             if not 0 <= points <= manual_ids[qid].points:
-                raise UsageError(
-                    f"{csv_path} line {line}: {points} is outside 0..{manual_ids[qid].points}"
-                )
+                raise UsageError(f"{where}: {points} is outside 0..{manual_ids[qid].points}")
             student = row.get("student", "")
-            if student.startswith("'"):
+            if student.startswith("'"):  # csv_safe's guard against spreadsheet formulas
                 student = student[1:]
+            if student not in students:
+                raise UsageError(
+                    f"{where}: no graded submission from student {student!r}",
+                    hint="keep the student column as grader wrote it in manual.csv",
+                )
+            scores.append((student, qid, points))
+        for student, qid, points in scores:
             book.set_manual(student, qid, points)
-            count += 1
-    return count
+    return len(scores)
 
 
 def rebuild_outputs(spec: AssignmentSpec, gradebook: Path, out: Path) -> list[SubmissionResult]:

@@ -99,19 +99,44 @@ def load_module(path: Path, name: str) -> ModuleType:
 
 
 def find_class_source(sources: list[str], name: str) -> str | None:
-    """The source of the last top-level `class <name>` in the student's cells."""
-    found = None
+    """The student's class `name` as a small module, or None when there is no such class.
+
+    With the class comes what it may need from the student's own cells, in notebook order
+    up to the class's last definition: imports (each guarded, so a Colab-only import cannot
+    break it), functions, other classes, and names bound to literals (`width = 16`). Nothing
+    else of the notebook runs: no training, no printing, nothing that reads its data.
+    """
+    nodes: list[tuple[str, ast.stmt]] = []
     for source in sources:
         try:
             tree = ast.parse(source)
         except (SyntaxError, ValueError):
             continue
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef) and node.name == name:
-                segment = ast.get_source_segment(source, node)
-                if segment is not None:
-                    found = segment
-    return found
+        nodes += [(source, node) for node in tree.body]
+    last = None
+    for i, (_, node) in enumerate(nodes):
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            last = i
+    if last is None:
+        return None
+    parts: list[str] = []
+    for source, node in nodes[: last + 1]:
+        segment = ast.get_source_segment(source, node)
+        if segment is None:
+            continue
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            decorators = [ast.get_source_segment(source, d) for d in node.decorator_list]
+            parts.append("".join(f"@{d}\n" for d in decorators if d) + segment)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            body = "\n".join("    " + line for line in segment.splitlines())
+            parts.append(f"try:\n{body}\nexcept ImportError:\n    pass")
+        elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            try:
+                ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                continue
+            parts.append(segment)
+    return "\n\n".join(parts)
 
 
 RunStudentCode = Callable[[dict[str, str], str, dict[str, Any], float], dict[str, Any]]

@@ -23,6 +23,7 @@ from .spec import AssignmentSpec
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")
+_MD_SPECIAL = re.compile(r"[\\[\]()*_#|!~]")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -111,8 +112,11 @@ def manual_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str
 def feedback_markdown(spec: AssignmentSpec, r: SubmissionResult) -> str:
     """Readable feedback. Student-controlled text is put in code spans with backticks removed."""
 
-    def lit(text: str) -> str:
+    def lit(text: str) -> str:  # inside a code span
         return terminal_safe(text).replace("`", "'").replace("\n", " ")
+
+    def txt(text: str) -> str:  # running text: no markup, links or HTML of the student's
+        return _MD_SPECIAL.sub(r"\\\g<0>", html.escape(lit(text), quote=False))
 
     lines = [
         f"# {spec.title}: feedback",
@@ -123,12 +127,12 @@ def feedback_markdown(spec: AssignmentSpec, r: SubmissionResult) -> str:
         "",
     ]
     if r.error:
-        lines += [f"**Your submission could not be graded:** {lit(r.error)}", ""]
+        lines += [f"**Your submission could not be graded:** {txt(r.error)}", ""]
     if r.changed_cells:
         lines += ["## Locked cells you changed (the originals were graded)", ""]
-        lines += [f"- {lit(c)}" for c in r.changed_cells] + [""]
+        lines += [f"- {txt(c)}" for c in r.changed_cells] + [""]
     if r.warnings:
-        lines += ["## Notes", ""] + [f"- {lit(w)}" for w in r.warnings] + [""]
+        lines += ["## Notes", ""] + [f"- {txt(w)}" for w in r.warnings] + [""]
     lines += ["## Questions", ""]
     titles = {q.id: q.title for q in spec.questions}
     for q in r.questions:
@@ -136,10 +140,10 @@ def feedback_markdown(spec: AssignmentSpec, r: SubmissionResult) -> str:
             f"### {q.id}: {titles.get(q.id, '')} ({_fmt(q.points)} / {_fmt(q.max_points)}, {q.status})"
         )
         if q.message:
-            lines.append(f"- {lit(q.message)}")
+            lines.append(f"- {txt(q.message)}")
         for c in q.checks:
             mark = "pass" if c.passed else "fail"
-            lines.append(f"- [{mark}] {lit(c.message)}" + (f" ({lit(c.note)})" if c.note else ""))
+            lines.append(f"- [{mark}] {txt(c.message)}" + (f" ({txt(c.note)})" if c.note else ""))
         lines.append("")
     return "\n".join(lines)
 

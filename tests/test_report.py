@@ -49,6 +49,11 @@ def test_html_escapes(spec):
 def test_markdown_and_terminal_escape(spec):
     text = feedback_markdown(spec, _result())
     assert "\x1b" not in text
+    assert "- &lt;script&gt;" in text  # changed cells are running text, escaped (names: code spans)
+    link = _result()
+    link.questions[0].checks[0].message = "see [here](javascript:alert(1)) <img src=x>"
+    page = feedback_markdown(spec, link)
+    assert "[here](" not in page and "<img" not in page
     assert terminal_safe("a\x1b[31mb\x07") == "a\\x1b[31mb\\x07"
 
 

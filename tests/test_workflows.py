@@ -119,6 +119,23 @@ def test_manual_scores_merge_back_and_grades_rebuild(graded_samples, tmp_path, c
     assert (out / "feedback" / "alvarezsofia.html").is_file()
 
 
+def test_a_manual_sheet_with_a_bad_row_changes_nothing(graded_samples, tmp_path, capsys):
+    _, out, _ = graded_samples
+    before = (out / "grades.csv").read_text()
+    sheet = tmp_path / "bad.csv"
+    sheet.write_text(
+        "student,question,max_points,answer,points\n"
+        "brownjames,cost_trend,1,x,1\n"
+        "brownjmaes,cost_trend,1,x,1\n",  # a typo in a name
+        encoding="utf-8",
+    )
+    code = main(["grade", "--assignment", "mnist_nn", "--out", str(out), "--manual", str(sheet)])
+    assert code == 2
+    assert "line 3" in capsys.readouterr().err
+    assert main(["export", "--assignment", "mnist_nn", "--out", str(out)]) == 0
+    assert (out / "grades.csv").read_text() == before
+
+
 def _results_in(book: Path) -> int:
     if not book.exists():
         return 0

@@ -338,6 +338,19 @@ def NN_Model3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list
     n_expected = sum(int(np.prod(s)) for s in expected_shapes)
     if shapes == expected_shapes:
         checks = [CheckResult("shapes", True, f"Layer shapes are right ({n_params:,} parameters).")]
+    elif sorted(shapes) == sorted(expected_shapes):
+        checks = [
+            CheckResult(
+                "shapes",
+                False,
+                f"The layers have the right sizes ({n_params:,} parameters) but are created in "
+                "another order (a subclass of NN_Model adds its new layer after the output "
+                "layer). Create them in the order data flows: hidden1, hidden2, hidden3, output.",
+            ),
+            CheckResult("same_outputs", False, "Not checked: the layers are in another order."),
+            CheckResult("trains", False, "Not checked: the layers are in another order."),
+        ]
+        return checks
     else:
         checks = [
             CheckResult(
