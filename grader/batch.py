@@ -291,6 +291,7 @@ def grade_batch(
         "notebook_timeout": options.notebook_timeout,
     }
     if todo:
+        _preflight(spec, worker_options)
         _check_sandbox(spec, options, batch)
         _run_pool(
             spec, todo, extra, worker_options, options.jobs, book, key, batch, progress, on_result
@@ -302,6 +303,14 @@ def grade_batch(
     book.close()
     batch.seconds = round(time.monotonic() - started, 3)
     return batch
+
+
+def _preflight(spec: AssignmentSpec, worker_options: dict[str, Any]) -> None:
+    """Open a session here first, as every worker will: a broken checks.py, reference or
+    data set is the instructor's to fix, and says so once instead of failing every student."""
+    from .grading import open_session
+
+    open_session(spec, **worker_options)
 
 
 def _check_sandbox(spec: AssignmentSpec, options: BatchOptions, batch: BatchResult) -> None:
@@ -329,12 +338,15 @@ def _run_pool(
     progress: Progress,
     on_result: Callable[[SubmissionResult], None] | None,
 ) -> None:
-    def record(sub: Submission, result: SubmissionResult, note: str) -> None:
-        book.save(result, f"{key}:{result.content_hash}")
+    def record(sub: Submission, result: SubmissionResult, cacheable: bool = True) -> None:
+        # A failure of the grader itself is kept (nothing is lost) but not cached, so the
+        # next run grades that submission again.
+        prefix = "" if cacheable else "uncached:"
+        book.save(result, f"{prefix}{key}:{result.content_hash}")
         batch.graded += 1
         if result.status == R.ERROR:
             batch.failed += 1
-        progress.update(sub.student, note or f"{result.total:g} pts")
+        progress.update(sub.student, f"{result.total:g} pts")
         if on_result:
             on_result(result)
 
@@ -344,7 +356,7 @@ def _run_pool(
         except GraderError as exc:
             return _error_result(spec, sub, f"grading failed: {exc}")
 
-    suspects: list[Submission] = []
+    suspects: dict[str, tuple[Submission, str]] = {}
     pool = _pool(max(1, min(jobs, len(todo))), spec, worker_options)
     try:
         futures = {pool.submit(_grade_one, sub, extra.get(sub.student, [])): sub for sub in todo}
@@ -353,28 +365,44 @@ def _run_pool(
             try:
                 result = collect(sub, future)
             except cf.process.BrokenProcessPool:
-                suspects.append(sub)
+                suspects[sub.student] = (sub, "the grading worker process crashed")
                 continue
-            except Exception as exc:  # a grader bug must not lose the batch
-                result = _error_result(spec, sub, f"internal grader error: {type(exc).__name__}")
-            record(sub, result, "")
+            except Exception as exc:  # a grader bug must not lose the batch: retry it alone
+                suspects[sub.student] = (sub, _describe(exc))
+                log.warning("internal error grading %s, retrying: %s", sub.student, _describe(exc))
+                continue
+            record(sub, result)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    # A worker process died (not the student's kernel: the grader itself). Retry the
-    # submissions it took down one at a time, so only the one that kills it is lost.
-    for sub in suspects:
+    # A worker process died or the grader failed (not the student's kernel: the grader
+    # itself). Retry those submissions one at a time in a fresh worker, so only one that
+    # fails again is marked, and its reason kept.
+    for sub, first in suspects.values():
         pool = _pool(1, spec, worker_options)
         try:
             result = collect(sub, pool.submit(_grade_one, sub, extra.get(sub.student, [])))
+            result.log.append(f"graded on the second try; the first failed: {first}")
+            record(sub, result)
         except cf.process.BrokenProcessPool:
-            result = _error_result(
-                spec, sub, "the grading worker process crashed on this submission"
-            )
+            message = "the grading worker process crashed on this submission (twice)"
+            record(sub, _error_result(spec, sub, message), cacheable=False)
         except Exception as exc:
-            result = _error_result(spec, sub, f"internal grader error: {type(exc).__name__}")
+            error = _error_result(spec, sub, f"internal grader error: {_describe(exc)}")
+            error.log.append(_traceback(exc))
+            record(sub, error, cacheable=False)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        record(sub, result, "")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _traceback(exc: BaseException) -> str:
+    """The worker's own traceback travels as the exception's __cause__."""
+    import traceback
+
+    return "".join(traceback.format_exception(exc))[-4000:]
 
 
 def _error_result(spec: AssignmentSpec, sub: Submission, message: str) -> SubmissionResult:

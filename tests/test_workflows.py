@@ -236,6 +236,41 @@ def _copy_assignment(tmp_path: Path) -> Path:
     return root / "solutions" / "mnist_nn"
 
 
+def test_a_grader_crash_loses_one_submission_and_is_not_cached(tmp_path, grading_cache):
+    """A crash of the grader itself (here a check that kills its worker, standing for a
+    segfault in a C extension) costs only the submission that causes it, and that one is
+    graded again on the next run instead of being served from the cache."""
+    from grader.batch import BatchOptions, grade_batch
+    from grader.spec import load_spec
+
+    folder = _copy_assignment(tmp_path)
+    with open(folder / "checks.py", "a", encoding="utf-8") as fh:
+        fh.write(
+            "\n\n_first_nine_index = first_nine_index\n\n\n"
+            "def first_nine_index(answer, ctx, params):\n"
+            "    if answer.value == 13:\n"
+            "        import os\n\n        os._exit(1)\n"
+            "    return _first_nine_index(answer, ctx, params)\n"
+        )
+    spec = load_spec(folder)
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    solution = (CORPUS / "solution.ipynb").read_text()
+    (subs / "fine.ipynb").write_text(solution)
+    poison = solution.replace('"first_nine_index = 4"', '"first_nine_index = 13"')
+    assert poison != solution
+    (subs / "poison.ipynb").write_text(poison)
+    out = tmp_path / "out"
+    options = BatchOptions(jobs=1, cache_dir=grading_cache, progress=False)
+    batch = grade_batch(spec, [subs], out, options)
+    by_student = {r.student: r for r in batch.results}
+    assert by_student["poison"].status == "error" and "crashed" in by_student["poison"].error
+    assert by_student["fine"].total == sum(q.points for q in spec.auto_questions)
+    assert set(_grades(out)) == {"fine", "poison"}
+    again = grade_batch(spec, [subs], out, options)
+    assert (again.cached, again.graded) == (1, 1)
+
+
 def test_validate_passes_on_the_assignment(capsys, grading_cache):
     assert main(["validate", "mnist_nn", "--cache-dir", str(grading_cache)]) == 0
     printed = capsys.readouterr().out
