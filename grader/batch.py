@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import json
 import logging
 import multiprocessing
 import re
@@ -26,10 +27,11 @@ from typing import Any
 
 from . import __version__
 from . import results as R
+from .assemble import MAX_SUBMISSION_BYTES
 from .errors import GraderError, UsageError
 from .fileio import atomic_write_text
 from .gradebook import Gradebook
-from .report import grade_table, terminal_safe, write_outputs
+from .report import grade_table, one_line, write_outputs
 from .results import SubmissionResult
 from .scoring import apply_manual_score, choose_newest, parse_points, ungradable
 from .spec import AssignmentSpec, SandboxLimits
@@ -49,10 +51,21 @@ class Submission:
     mtime: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
 
     def read(self) -> bytes:
-        if self.member is None:
-            return self.path.read_bytes()
-        with zipfile.ZipFile(self.path) as zf:
-            return zf.read(self.member)
+        """The submission's bytes; OSError for anything that stops reading them."""
+        limit = MAX_SUBMISSION_BYTES
+        try:
+            if self.member is None:
+                if self.path.stat().st_size > limit:
+                    raise OSError(f"larger than {limit // 2**20} MB")
+                return self.path.read_bytes()
+            with zipfile.ZipFile(self.path) as zf:
+                if zf.getinfo(self.member).file_size > limit:
+                    raise OSError(f"larger than {limit // 2**20} MB once unzipped")
+                return zf.read(self.member)
+        except OSError:
+            raise
+        except Exception as exc:  # encrypted or corrupt members, unsupported compression
+            raise OSError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def student_from_name(name: str) -> str:
@@ -66,7 +79,10 @@ def _skip(path: Path) -> bool:
     return any(part in SKIP_PARTS or part.startswith(".") for part in path.parts)
 
 
-def _from_zip(archive: Path) -> list[Submission]:
+def _from_zip(archive: Path, owner: str | None) -> list[Submission]:
+    """The notebooks in a zip. A student's own zip (`owner`: found in their folder or named
+    as an LMS names a student's file) is all theirs, dated by the file; only a class archive
+    passed by the instructor names students by the folders and files inside it."""
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = [
@@ -76,18 +92,31 @@ def _from_zip(archive: Path) -> list[Submission]:
                 and not i.is_dir()
                 and not _skip(Path(i.filename))
             ]
-    except (zipfile.BadZipFile, OSError):
-        # Graded as one broken submission (the error says why), never a stopped batch.
-        return [Submission(student_from_name(archive.stem), str(archive), archive, None, _mtime(archive))]
+    except Exception:  # not a zip, truncated, unreadable: one broken submission, never a stop
+        student = owner or student_from_name(archive.stem)
+        return [Submission(student, str(archive), archive, None, _mtime(archive))]
     subs = []
     for info in infos:
         parts = Path(info.filename).parts
-        student = parts[-2] if len(parts) >= 2 else student_from_name(parts[-1])
-        mtime = datetime(*info.date_time, tzinfo=UTC)
+        if owner is not None:
+            student, mtime = owner, _mtime(archive)
+        else:
+            student = parts[-2] if len(parts) >= 2 else student_from_name(parts[-1])
+            try:
+                mtime = datetime(*info.date_time, tzinfo=UTC)
+            except (ValueError, TypeError):
+                mtime = _mtime(archive)
         subs.append(
             Submission(student, f"{archive.name}:{info.filename}", archive, info.filename, mtime)
         )
     return subs
+
+
+def _zip_owner(name: str) -> str | None:
+    """The student a zip belongs to when its name says so (`lastfirst_12345_67890_x.zip`)."""
+    stem = Path(name).stem
+    match = CANVAS_RE.match(stem)
+    return match.group("student") if match else None
 
 
 def _mtime(path: Path) -> datetime:
@@ -102,7 +131,7 @@ def discover(paths: list[Path]) -> list[Submission]:
             raise UsageError(f"{path} does not exist", hint="pass notebook files or folders")
         if path.is_file():
             if path.suffix.lower() == ".zip":
-                found += _from_zip(path)
+                found += _from_zip(path, _zip_owner(path.name))
             else:
                 found.append(
                     Submission(student_from_name(path.name), str(path), path, None, _mtime(path))
@@ -113,7 +142,8 @@ def discover(paths: list[Path]) -> list[Submission]:
             if not file.is_file() or _skip(rel):
                 continue
             if file.suffix.lower() == ".zip":
-                found += _from_zip(file)
+                owner = rel.parts[0] if len(rel.parts) >= 2 else _zip_owner(file.name)
+                found += _from_zip(file, owner)
             elif file.suffix.lower() == ".ipynb":
                 student = rel.parts[0] if len(rel.parts) >= 2 else student_from_name(file.name)
                 found.append(Submission(student, str(file), file, None, _mtime(file)))
@@ -134,9 +164,9 @@ def newest_per_student(subs: list[Submission]) -> tuple[list[Submission], dict[s
     return chosen, dropped
 
 
-def fingerprint(spec: AssignmentSpec) -> str:
+def fingerprint(spec: AssignmentSpec, settings: str = "") -> str:
     """Changes whenever anything that can change a grade changes."""
-    digest = hashlib.sha256(__version__.encode())
+    digest = hashlib.sha256(__version__.encode() + b"\0" + settings.encode())
     for path in sorted(spec.root.rglob("*")):
         if path.is_file() and path.suffix in (".py", ".toml", ".json", ".ipynb"):
             digest.update(path.name.encode())
@@ -166,7 +196,7 @@ def _grade_one(sub: Submission, extra: list[str]) -> dict[str, Any]:
 
     try:
         raw = sub.read()
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+    except OSError as exc:
         raw = b""
         extra = [*extra, f"cannot read {sub.label}: {exc}"]
     result = grade_bytes(
@@ -220,7 +250,7 @@ class Progress:
         filled = int(width * self.done / max(self.total, 1))
         bar = "#" * filled + "-" * (width - filled)
         line = (
-            f"[{bar}] {self.done}/{self.total} {terminal_safe(student)[:30]} {note} "
+            f"[{bar}] {self.done}/{self.total} {one_line(student)[:30]} {note} "
             f"elapsed {elapsed:.0f}s ETA {eta:.0f}s"
         )
         end = "\r" if self.tty and self.done < self.total else "\n"
@@ -265,23 +295,6 @@ def grade_batch(
         batch.warnings.append(f"{student}: {message}")
     out.mkdir(parents=True, exist_ok=True)
     book = Gradebook(options.gradebook or out / "gradebook.sqlite")
-    key = fingerprint(spec)
-    todo: list[Submission] = []
-    progress = Progress(len(chosen), options.progress if options.progress is not None else True)
-    for sub in chosen:
-        cached = None
-        if not options.force:
-            try:
-                content = hashlib.sha256(sub.read()).hexdigest()
-            except (OSError, KeyError, zipfile.BadZipFile):
-                content = ""
-            cached = book.cached(sub.student, f"{key}:{content}")
-        if cached is not None:
-            book.set_current(sub.student, f"{key}:{cached.content_hash}")
-            batch.cached += 1
-            progress.update(sub.student, "(unchanged, cached)")
-        else:
-            todo.append(sub)
     worker_options = {
         "limits": options.limits,
         "cache_dir": options.cache_dir,
@@ -290,8 +303,25 @@ def grade_batch(
         "cell_timeout": options.cell_timeout,
         "notebook_timeout": options.notebook_timeout,
     }
+    session = _preflight(spec, worker_options)
+    key = fingerprint(spec, _run_settings(session))
+    todo: list[Submission] = []
+    progress = Progress(len(chosen), options.progress if options.progress is not None else True)
+    for sub in chosen:
+        cached = None
+        if not options.force:
+            try:
+                content = hashlib.sha256(sub.read()).hexdigest()
+            except OSError:
+                content = ""
+            cached = book.cached(sub.student, f"{key}:{content}")
+        if cached is not None:
+            book.set_current(sub.student, f"{key}:{cached.content_hash}")
+            batch.cached += 1
+            progress.update(sub.student, "(unchanged, cached)")
+        else:
+            todo.append(sub)
     if todo:
-        _preflight(spec, worker_options)
         _check_sandbox(spec, options, batch)
         _run_pool(
             spec, todo, extra, worker_options, options.jobs, book, key, batch, progress, on_result
@@ -305,12 +335,28 @@ def grade_batch(
     return batch
 
 
-def _preflight(spec: AssignmentSpec, worker_options: dict[str, Any]) -> None:
+def _preflight(spec: AssignmentSpec, worker_options: dict[str, Any]) -> Any:
     """Open a session here first, as every worker will: a broken checks.py, reference or
     data set is the instructor's to fix, and says so once instead of failing every student."""
     from .grading import open_session
 
-    open_session(spec, **worker_options)
+    return open_session(spec, **worker_options)
+
+
+def _run_settings(session: Any) -> str:
+    """What else decides a grade: limits, timeouts, the sandbox, the data file's content."""
+    from dataclasses import asdict
+
+    from .data import sha256_file
+
+    settings = {
+        "limits": asdict(session.limits),
+        "cell_timeout": session.cell_timeout,
+        "notebook_timeout": session.notebook_timeout,
+        "sandbox": session.sandbox_warning,
+        "data": sha256_file(session.dataset_path) if session.dataset_path else None,
+    }
+    return json.dumps(settings, sort_keys=True, default=str)
 
 
 def _check_sandbox(spec: AssignmentSpec, options: BatchOptions, batch: BatchResult) -> None:
@@ -408,7 +454,7 @@ def _traceback(exc: BaseException) -> str:
 def _error_result(spec: AssignmentSpec, sub: Submission, message: str) -> SubmissionResult:
     try:
         content = hashlib.sha256(sub.read()).hexdigest()
-    except (OSError, KeyError, zipfile.BadZipFile):
+    except OSError:
         content = ""
     return SubmissionResult(
         student=sub.student,
@@ -503,7 +549,7 @@ def _write_log(path: Path, spec: AssignmentSpec, batch: BatchResult, started: fl
         lines += [f"   log: {entry}" for entry in r.log]
         if r.error:
             lines.append(f"   error: {r.error}")
-    atomic_write_text(path, "\n".join(terminal_safe(line) for line in lines) + "\n")
+    atomic_write_text(path, "\n".join(one_line(line) for line in lines) + "\n")
 
 
 def summary(spec: AssignmentSpec, batch: BatchResult) -> str:

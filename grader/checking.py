@@ -65,8 +65,8 @@ def decode(data: Any) -> Any:
         if selfcheck.ARRAY_KEY in data:
             try:
                 return selfcheck.decode_array(data[selfcheck.ARRAY_KEY])
-            except (ValueError, KeyError, TypeError) as exc:
-                return Unsupported(f"a malformed array ({exc})")
+            except Exception as exc:  # anything a forged payload can provoke
+                return Unsupported(f"a malformed array ({type(exc).__name__})")
         if selfcheck.UNSUPPORTED_KEY in data:
             what = str(data[selfcheck.UNSUPPORTED_KEY])
             return Ellipsis if what == "ellipsis" else Unsupported(what)
@@ -98,6 +98,28 @@ def load_module(path: Path, name: str) -> ModuleType:
         return module
 
 
+def parse_cell(source: str) -> tuple[str, ast.Module] | None:
+    """A cell's Python (IPython magics such as `%matplotlib inline` or `!pip install`
+    turned into plain calls first) and its syntax tree; None when it is not Python."""
+    for text in (source, _without_magics(source)):
+        try:
+            return text, ast.parse(text)
+        except (SyntaxError, ValueError):
+            continue
+    return None
+
+
+def _without_magics(source: str) -> str:
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:
+        return source
+    try:
+        return str(TransformerManager().transform_cell(source))
+    except Exception:
+        return source
+
+
 def find_class_source(sources: list[str], name: str) -> str | None:
     """The student's class `name` as a small module, or None when there is no such class.
 
@@ -108,11 +130,9 @@ def find_class_source(sources: list[str], name: str) -> str | None:
     """
     nodes: list[tuple[str, ast.stmt]] = []
     for source in sources:
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError):
-            continue
-        nodes += [(source, node) for node in tree.body]
+        parsed = parse_cell(source)
+        if parsed is not None:
+            nodes += [(parsed[0], node) for node in parsed[1].body]
     last = None
     for i, (_, node) in enumerate(nodes):
         if isinstance(node, ast.ClassDef) and node.name == name:

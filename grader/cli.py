@@ -120,7 +120,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .report import terminal_safe
+    from .report import one_line, terminal_safe
     from .selfcheck import format_results
     from .studentcheck import check_notebook
 
@@ -131,7 +131,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         sandbox=not args.no_sandbox,
     )
     for note in notes:
-        print(f"note: {terminal_safe(note)}")
+        print(f"note: {one_line(note)}")
     print(terminal_safe(format_results(results)))
     passed = sum(r["status"] in ("pass", "form ok") for r in results)
     print(f"\n{passed}/{len(results)} public checks pass. These are not your grade: hidden checks run at grading.")

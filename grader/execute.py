@@ -82,10 +82,12 @@ def _code_cell(source: str, kind: str) -> NotebookNode:
 
 def _assigned_names(source: str) -> set[str]:
     """Top-level names a cell assigns (for model snapshots). Unparsable cells assign none."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    from .checking import parse_cell
+
+    parsed = parse_cell(source)
+    if parsed is None:
         return set()
+    tree = parsed[1]
     names: set[str] = set()
     for node in tree.body:
         targets: list[ast.expr] = []
@@ -180,7 +182,12 @@ def prepare(
             cell.metadata.setdefault("tags", [])
             if SKIP_TAG not in cell.metadata["tags"]:
                 cell.metadata["tags"].append(SKIP_TAG)
-        if role == PARAMETERS:
+        assigned = _assigned_names(cell.source) if role != PARAMETERS else set()
+        if role == PARAMETERS or (
+            cell_kind(cell) == "student" and assigned & set(grading.parameters)
+        ):
+            # after the parameters cell, and again after any student cell that sets one of
+            # the grading parameters (num_epochs = 100 in a cell of their own)
             cells.append(_code_cell(parameters_code(grading), "inject"))
         snap_values: list[str] = []
         question = cell_info.question
@@ -202,6 +209,16 @@ class _GradingClient(NotebookClient):
     max_output_bytes: int = 20 * 2**20
     output_bytes: int = 0
     truncated: bool = False
+    nonce: str = ""
+    on_kernel_started_cell: Callable[[], None] | None = None
+
+    def process_message(
+        self, msg: dict[str, Any], cell: NotebookNode, cell_index: int
+    ) -> NotebookNode | None:
+        if msg.get("msg_type") == "execute_input" and self.on_kernel_started_cell:
+            # the kernel began this cell, so it let go of any cell interrupted before
+            self.on_kernel_started_cell()
+        return super().process_message(msg, cell, cell_index)
 
     def output(
         self,
@@ -212,7 +229,12 @@ class _GradingClient(NotebookClient):
     ) -> NotebookNode | None:
         content = msg.get("content", {})
         size = len(json.dumps(content, default=str)) if content else 0
-        is_grader = selfcheck.MIME in content.get("data", {})
+        payload = content.get("data", {}).get(selfcheck.MIME)
+        is_grader = (
+            isinstance(payload, dict)
+            and payload.get("nonce") == self.nonce
+            and cell_kind(self.nb.cells[cell_index]) in ("snapshot", "extract", "final")
+        )
         if not is_grader:
             self.output_bytes += size
             if self.output_bytes > self.max_output_bytes:
@@ -294,6 +316,7 @@ class _Attempt:
         deadline: float,
         per_cell: float,
         report: ExecutionReport,
+        nonce: str,
     ) -> None:
         self.nb: NotebookNode = nbformat.from_dict(json.loads(json.dumps(prepared)))
         for index in skip:
@@ -304,6 +327,7 @@ class _Attempt:
             CellReport(i, str(c.get("id", "")), cell_kind(c), "not-run")
             for i, c in enumerate(self.nb.cells)
         ]
+        self.nonce = nonce
         self.deadline = deadline
         self.per_cell = per_cell
         self.report = report
@@ -339,9 +363,12 @@ class _Attempt:
         rec = self.cells[cell_index]
         rec.seconds = round(time.monotonic() - self.current_start, 3)
         content = execute_reply.get("content", {})
+        # nbclient's own reply for a timeout has no header; a kernel's always has one, so a
+        # student's exception that calls itself CellTimeoutError is just an error
+        timed_out = "header" not in execute_reply and content.get("ename") == "CellTimeoutError"
         if content.get("status") == "error":
             ename = content.get("ename", "Error")
-            rec.status = "timeout" if ename == "CellTimeoutError" else "error"
+            rec.status = "timeout" if timed_out else "error"
             rec.error = f"{ename}: {content.get('evalue', '')}"[:500]
         else:
             rec.status = "ok"
@@ -354,6 +381,11 @@ class _Attempt:
             self.timed_out_index = -1
             self.stuck_limit = float("inf")
         self.current_index = -1
+
+    def kernel_started_cell(self) -> None:
+        if self.current_index != self.timed_out_index:
+            self.timed_out_index = -1
+            self.stuck_limit = float("inf")
 
     def timeout_for(self, cell: NotebookNode) -> int:
         if cell_kind(cell) in ("snapshot", "extract", "final", "setup"):
@@ -384,6 +416,8 @@ class _Attempt:
             resources={"metadata": {"path": str(workdir)}},
         )
         client.max_output_bytes = max(0, max_output)
+        client.nonce = self.nonce
+        client.on_kernel_started_cell = self.kernel_started_cell
 
         # The watchdog kills a kernel that ignores the interrupt at a cell's timeout, and
         # any kernel still running well past the notebook's deadline. nbclient then raises
@@ -467,15 +501,19 @@ def run_notebook(
     output_so_far = 0
 
     for attempt in range(MAX_RESTARTS + 1):
-        run = _Attempt(prepared, killers, deadline, per_cell, report)
+        run = _Attempt(prepared, killers, deadline, per_cell, report, nonce)
         run.execute(factory(workdir), workdir, env, limits.max_output_mb * 2**20 - output_so_far)
         output_so_far += run.output_bytes
         report.output_truncated = report.output_truncated or run.truncated
         for cell in run.nb.cells:
+            if cell_kind(cell) not in ("snapshot", "extract"):
+                continue  # answers come from the grader's own cells only
             for payload in _payloads(cell, nonce):
-                got = payload.get("answers", {})
-                answers["values"].update(got.get("values", {}))
-                answers["models"].update(got.get("models", {}))
+                got = payload.get("answers")
+                for part in ("values", "models"):
+                    found = got.get(part) if isinstance(got, dict) else None
+                    if isinstance(found, dict):
+                        answers[part].update(found)
         index = run.current_index
         if run.died and run.timed_out_index >= 0:
             index = run.timed_out_index  # the cell that ignored its interrupt, not the next

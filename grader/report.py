@@ -22,7 +22,8 @@ from .results import Q_MANUAL, SubmissionResult
 from .spec import AssignmentSpec
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKS = re.compile(r"[\n\r\u2028\u2029\x85]")
 _MD_SPECIAL = re.compile(r"[\\[\]()*_#|!~]")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
@@ -40,8 +41,14 @@ def safe_filename(name: str) -> str:
 
 
 def terminal_safe(text: str) -> str:
-    """Text with control characters (escape sequences included) made visible."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Text with control characters (escape sequences, C1 controls, bidi overrides) made
+    visible. Newlines and tabs stay; see `one_line` where a line must stay one line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
+
+
+def one_line(text: str) -> str:
+    """terminal_safe, and line breaks made visible: a log line cannot fake another line."""
+    return _LINE_BREAKS.sub(lambda m: repr(m.group())[1:-1], terminal_safe(text))
 
 
 def html_safe(text: object) -> str:
@@ -217,7 +224,7 @@ def grade_table(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> st
     auto_max = sum(q.points for q in auto)
     for r in rows:
         by_id = {q.id: q for q in r.questions}
-        cells = [terminal_safe(r.student)[:28]]
+        cells = [one_line(r.student)[:28]]
         cells += [_fmt(by_id[q.id].points) if q.id in by_id else "-" for q in auto]
         earned = sum(by_id[q.id].points for q in auto if q.id in by_id)
         cells += [f"{earned:g}/{auto_max:g}", r.status]

@@ -69,3 +69,36 @@ def test_a_broken_zip_is_one_broken_submission(tmp_path):
     bad.write_bytes(b"PK\x03\x04 truncated")
     (sub,) = discover([bad])
     assert sub.student == "frank" and sub.member is None
+
+
+def test_a_students_own_zip_is_theirs_whatever_it_holds(tmp_path):
+    """Names and dates inside a student's zip are the uploader's to choose: not trusted."""
+    bundle = tmp_path / "class"
+    _touch(bundle / "bob" / "bob.ipynb", when=1_700_000_000)
+    bundle.joinpath("alice").mkdir(parents=True)
+    for target in (bundle / "alice" / "work.zip", bundle / "carol_11111_22222_hw.zip"):
+        with zipfile.ZipFile(target, "w") as zf:
+            info = zipfile.ZipInfo("bob/x.ipynb", date_time=(2099, 1, 1, 0, 0, 0))
+            zf.writestr(info, "{}")
+        os.utime(target, (1_600_000_000, 1_600_000_000))
+    subs = discover([bundle])
+    students = sorted(s.student for s in subs)
+    assert students == ["alice", "bob", "carol"]
+    chosen, dropped = newest_per_student(subs)
+    assert dropped == {}
+    assert next(s for s in chosen if s.student == "alice").mtime.year == 2020
+
+
+def test_a_zip_with_an_impossible_date_is_still_read(tmp_path):
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("dora.ipynb", date_time=(1980, 1, 1, 0, 0, 0)), "{}")
+    raw = bytearray(archive.read_bytes())
+    # zero the DOS date (month 0 does not exist) in the local and central headers
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):
+        at = raw.find(header)
+        offset = 12 if header == b"PK\x03\x04" else 14
+        raw[at + offset : at + offset + 2] = b"\x00\x00"
+    archive.write_bytes(bytes(raw))
+    (sub,) = discover([archive])
+    assert sub.student == "dora" and sub.read() == b"{}"
