@@ -417,7 +417,7 @@ def _run_pool(
                 suspects[sub.student] = (sub, _describe(exc))
                 log.warning("internal error grading %s, retrying: %s", sub.student, _describe(exc))
                 continue
-            record(sub, result)
+            record(sub, result, cacheable=not result.grader_failed)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     # A worker process died or the grader failed (not the student's kernel: the grader
@@ -428,7 +428,7 @@ def _run_pool(
         try:
             result = collect(sub, pool.submit(_grade_one, sub, extra.get(sub.student, [])))
             result.log.append(f"graded on the second try; the first failed: {first}")
-            record(sub, result)
+            record(sub, result, cacheable=not result.grader_failed)
         except cf.process.BrokenProcessPool:
             message = "the grading worker process crashed on this submission (twice)"
             record(sub, _error_result(spec, sub, message), cacheable=False)

@@ -31,7 +31,7 @@ from . import selfcheck
 from .data import sha256_file
 from .errors import ExecutionError, SpecError
 from .fileio import atomic_write_json
-from .results import CheckResult
+from .results import GRADER_CHECK, CheckResult
 from .spec import AssignmentSpec, Question
 
 T = TypeVar("T")
@@ -312,7 +312,7 @@ def run_check(
     except Exception as exc:
         return [
             CheckResult(
-                "grader",
+                GRADER_CHECK,
                 False,
                 f"the check could not be completed ({type(exc).__name__}: {exc}); "
                 "ask your instructor",

@@ -10,6 +10,9 @@ GRADED = "graded"  # every auto-graded question was checked
 PARTIAL = "partial"  # the notebook ran but some questions could not be graded (fault, timeout)
 ERROR = "error"  # the submission could not be graded at all (unreadable file, ...)
 
+# The name of the sub-check run_check reports when a check itself failed to complete.
+GRADER_CHECK = "grader"
+
 # Question status values.
 Q_PASSED = "passed"
 Q_PARTIAL = "partial"
@@ -71,6 +74,13 @@ class SubmissionResult:
     @property
     def max_total(self) -> float:
         return round(sum(q.max_points for q in self.questions), 6)
+
+    @property
+    def grader_failed(self) -> bool:
+        """A check could not be completed (the grader's failure, not the student's)."""
+        return any(
+            c.name == GRADER_CHECK and not c.passed for q in self.questions for c in q.checks
+        )
 
     def question(self, qid: str) -> QuestionResult | None:
         for q in self.questions:

@@ -166,8 +166,9 @@ def _flatten(data: Any) -> list[float] | None:
     return None
 
 
-def canonical(data: Any, decimals: int = 4) -> str | None:
-    """The normalised text of a numeric answer: 4 == 4.0 == tensor(4) == [4]."""
+def canonical(data: Any, decimals: int = 6) -> str | None:
+    """The normalised text of a numeric answer: 4 == 4.0 == tensor(4) == [4]. Six decimals,
+    near the hidden checks' 1e-6 tolerance, so a self-check pass is not a hidden fail."""
     flat = _flatten(data)
     if flat is None:
         return None

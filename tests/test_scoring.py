@@ -90,3 +90,15 @@ def test_choose_newest():
     assert choose_newest([("x", t[0])]) == ("x", [])
     with pytest.raises(ValueError):
         choose_newest([])
+
+
+def test_a_check_that_could_not_complete_marks_the_result_as_the_graders_failure():
+    from grader.results import GRADER_CHECK, CheckResult, QuestionResult, SubmissionResult
+
+    def result(*checks: CheckResult) -> SubmissionResult:
+        question = QuestionResult("q", "failed", 0.0, 1.0, list(checks))
+        return SubmissionResult(student="s", file="f", content_hash="", status="graded", questions=[question])
+
+    assert result(CheckResult(GRADER_CHECK, False, "the check could not be completed")).grader_failed
+    assert not result(CheckResult("value", False, "wrong")).grader_failed
+    assert not result(CheckResult(GRADER_CHECK, True, "")).grader_failed

@@ -72,7 +72,7 @@ def test_refuses_object_arrays_and_bad_payloads():
 
 
 @pytest.mark.parametrize(
-    "value", [4, 4.0, np.int64(4), torch.tensor(4), torch.tensor([4.0]), [4], np.array([4.00001])]
+    "value", [4, 4.0, np.int64(4), torch.tensor(4), torch.tensor([4.0]), [4], np.array([4.0000001])]
 )
 def test_canonical_forms_agree(value):
     assert selfcheck.canonical(selfcheck.encode(value)) == "4.0"
@@ -94,3 +94,9 @@ def test_public_checks_hash_and_form():
     assert [r["status"] for r in bad] == ["fail", "fail", "fail"]
     blank = selfcheck.run_public_checks(selfcheck.extract({"q": ...}, ["q", "v", "d"], []), public)
     assert [r["status"] for r in blank] == ["missing", "missing", "missing"]
+
+
+def test_canonical_form_is_as_strict_as_the_hidden_tolerance():
+    """1.25004 fails the hidden check (tolerance 1e-6): the self-check must not pass it."""
+    assert selfcheck.canonical(selfcheck.encode(1.25004)) != selfcheck.canonical(selfcheck.encode(1.25))
+    assert selfcheck.canonical(selfcheck.encode(np.float32(1.25))) == selfcheck.canonical(selfcheck.encode(1.25))
