@@ -36,6 +36,7 @@ from nbformat import NotebookNode
 
 from . import selfcheck
 from .authoring import ANSWER, GIVEN, PARAMETERS, SELFCHECK, cell_role
+from .sandbox import ASYNC_CLIENT
 from .spec import GradingSpec, SandboxLimits
 
 EXEC_KEY = "grader_exec"  # cell metadata the executor adds: which cells are its own
@@ -182,7 +183,7 @@ def prepare(
             cell.metadata.setdefault("tags", [])
             if SKIP_TAG not in cell.metadata["tags"]:
                 cell.metadata["tags"].append(SKIP_TAG)
-        assigned = _assigned_names(cell.source) if role != PARAMETERS else set()
+        assigned = _assigned_names(cell.source)
         if role == PARAMETERS or (
             cell_kind(cell) == "student" and assigned & set(grading.parameters)
         ):
@@ -193,7 +194,7 @@ def prepare(
         question = cell_info.question
         if role == ANSWER and question in answer_variables:
             snap_values.append(answer_variables[question])
-        snap_models = sorted(set(models) & _assigned_names(cell.source))
+        snap_models = sorted(set(models) & assigned)
         if snap_values or snap_models:
             cells.append(_code_cell(extraction_code(nonce, snap_values, snap_models), "snapshot"))
     cells.append(_code_cell(extraction_code(nonce, values, models), "extract"))
@@ -296,12 +297,7 @@ def kernel_env(grading: GradingSpec, workdir: Path) -> dict[str, str]:
 
 def default_kernel_factory(kernel_name: str = "python3") -> KernelFactory:
     def factory(workdir: Path) -> KernelManager:
-        # An async client: with a blocking one nbclient waits in get_msg(timeout=None) and
-        # never notices a cell timeout or a dead kernel.
-        return KernelManager(
-            kernel_name=kernel_name,
-            client_class="jupyter_client.asynchronous.AsyncKernelClient",
-        )
+        return KernelManager(kernel_name=kernel_name, client_class=ASYNC_CLIENT)
 
     return factory
 

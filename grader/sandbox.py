@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from jupyter_client import AsyncKernelManager, KernelManager
 from jupyter_client.kernelspec import KernelSpec
@@ -753,12 +753,38 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
 # --------------------------------------------------------------------------- kernels
 
 
+# nbclient with a BlockingKernelClient waits in get_msg(timeout=None): no cell timeout and no
+# dead kernel is ever noticed. Every synchronous manager here hands out this client instead.
+ASYNC_CLIENT = "jupyter_client.asynchronous.AsyncKernelClient"
+
+
 class _SandboxedKernelMixin:
     """Launches the kernel inside a Sandbox over IPC sockets; see SandboxedKernelManager."""
 
     sandbox: Sandbox
     kernel_env: dict[str, str]
     _ipc_dir: Path
+    _default_client_class: str | None = None  # None: the manager class's own default
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        *,
+        kernel_env: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("transport", "ipc")
+        if self._default_client_class:
+            kwargs.setdefault("client_class", self._default_client_class)
+        super().__init__(**kwargs)
+        self._setup_sandbox(sandbox, kernel_env)
+
+    @classmethod
+    def for_sandbox(
+        cls, sandbox: Sandbox, *, kernel_env: dict[str, str] | None = None, **kwargs: Any
+    ) -> Self:
+        """A manager for `sandbox`; `kwargs` are KernelManager traits (kernel_name=...)."""
+        return cls(sandbox, kernel_env=kernel_env, **kwargs)
 
     def _setup_sandbox(self, sandbox: Sandbox, kernel_env: dict[str, str] | None) -> None:
         self._ipc_dir = Path(tempfile.mkdtemp(prefix="grader-kernel-"))
@@ -853,43 +879,8 @@ class SandboxedKernelManager(_SandboxedKernelMixin, KernelManager):
     ``client_class="jupyter_client.blocking.BlockingKernelClient"`` for a blocking one.
     """
 
-    def __init__(
-        self,
-        sandbox: Sandbox,
-        *,
-        kernel_env: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("transport", "ipc")
-        kwargs.setdefault("client_class", "jupyter_client.asynchronous.AsyncKernelClient")
-        super().__init__(**kwargs)
-        self._setup_sandbox(sandbox, kernel_env)
-
-    @classmethod
-    def for_sandbox(
-        cls, sandbox: Sandbox, *, kernel_env: dict[str, str] | None = None, **kwargs: Any
-    ) -> SandboxedKernelManager:
-        """A manager for `sandbox`; `kwargs` are KernelManager traits (kernel_name=...)."""
-        return cls(sandbox, kernel_env=kernel_env, **kwargs)
+    _default_client_class = ASYNC_CLIENT
 
 
 class AsyncSandboxedKernelManager(_SandboxedKernelMixin, AsyncKernelManager):
     """The asyncio flavour of SandboxedKernelManager (nbclient's default class)."""
-
-    def __init__(
-        self,
-        sandbox: Sandbox,
-        *,
-        kernel_env: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("transport", "ipc")
-        super().__init__(**kwargs)
-        self._setup_sandbox(sandbox, kernel_env)
-
-    @classmethod
-    def for_sandbox(
-        cls, sandbox: Sandbox, *, kernel_env: dict[str, str] | None = None, **kwargs: Any
-    ) -> AsyncSandboxedKernelManager:
-        """A manager for `sandbox`; `kwargs` are KernelManager traits (kernel_name=...)."""
-        return cls(sandbox, kernel_env=kernel_env, **kwargs)
