@@ -101,12 +101,15 @@ def load_module(path: Path, name: str) -> ModuleType:
 def parse_cell(source: str) -> tuple[str, ast.Module] | None:
     """A cell's Python (IPython magics such as `%matplotlib inline` or `!pip install`
     turned into plain calls first) and its syntax tree; None when it is not Python."""
-    for text in (source, _without_magics(source)):
-        try:
-            return text, ast.parse(text)
-        except (SyntaxError, ValueError):
-            continue
-    return None
+    try:
+        return source, ast.parse(source)
+    except (SyntaxError, ValueError):
+        pass
+    text = _without_magics(source)  # only for a cell that is not plain Python
+    try:
+        return text, ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
 
 
 def _without_magics(source: str) -> str:

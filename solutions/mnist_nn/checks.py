@@ -342,34 +342,27 @@ def NN_Model3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list
         ]
     n_params = sum(int(np.prod(s)) for s in shapes)
     n_expected = sum(int(np.prod(s)) for s in expected_shapes)
-    if shapes == expected_shapes:
-        checks = [CheckResult("shapes", True, f"Layer shapes are right ({n_params:,} parameters).")]
-    elif sorted(shapes) == sorted(expected_shapes):
-        checks = [
-            CheckResult(
-                "shapes",
-                False,
+    if shapes != expected_shapes:
+        if sorted(shapes) == sorted(expected_shapes):
+            why, reason = (
                 f"The layers have the right sizes ({n_params:,} parameters) but are created in "
                 "another order (a subclass of NN_Model adds its new layer after the output "
                 "layer). Create them in the order data flows: hidden1, hidden2, hidden3, output.",
-            ),
-            CheckResult("same_outputs", False, "Not checked: the layers are in another order."),
-            CheckResult("trains", False, "Not checked: the layers are in another order."),
-        ]
-        return checks
-    else:
-        checks = [
-            CheckResult(
-                "shapes",
-                False,
+                "the layers are in another order",
+            )
+        else:
+            why, reason = (
                 f"The model's parameters have the shapes {shapes} ({n_params:,} numbers); 784 "
                 f"inputs, three hidden layers of {width} and 10 outputs need {n_expected:,}. "
                 "Check every nn.Linear's sizes, in order.",
+                "the layer shapes differ",
             )
+        return [
+            CheckResult("shapes", False, why),
+            CheckResult("same_outputs", False, f"Not checked: {reason}."),
+            CheckResult("trains", False, f"Not checked: {reason}."),
         ]
-        checks.append(CheckResult("same_outputs", False, "Not checked: the layer shapes differ."))
-        checks.append(CheckResult("trains", False, "Not checked: the layer shapes differ."))
-        return checks
+    checks = [CheckResult("shapes", True, f"Layer shapes are right ({n_params:,} parameters).")]
     outputs = decode(result["outputs"]) if "outputs" in result else None
     with torch.no_grad():
         expected = reference(torch.as_tensor(images)).numpy()
