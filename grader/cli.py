@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -24,11 +23,6 @@ from .errors import GraderError, UsageError
 
 if TYPE_CHECKING:
     from .spec import AssignmentSpec, SandboxLimits
-
-
-def _default(func: object, name: str) -> object:
-    """CLI defaults come from the library function's own defaults (as otter does)."""
-    return inspect.signature(func).parameters[name].default  # type: ignore[arg-type]
 
 
 def _assignment(value: str) -> AssignmentSpec:
