@@ -28,6 +28,7 @@ from typing import Any
 from . import __version__
 from . import results as R
 from .assemble import MAX_SUBMISSION_BYTES
+from .course import SOURCE_CSV, SOURCE_MTIME, SOURCE_ZIP, CourseFiles, finish_results, time_for
 from .errors import GraderError, UsageError
 from .fileio import atomic_write_text
 from .gradebook import Gradebook
@@ -38,7 +39,9 @@ from .spec import AssignmentSpec, SandboxLimits
 
 log = logging.getLogger("grader")
 
-CANVAS_RE = re.compile(r"^(?P<student>[^_]+?)(?:_LATE)?_\d{3,}_\d{3,}(?:_.+)?$", re.IGNORECASE)
+CANVAS_RE = re.compile(
+    r"^(?P<student>[^_]+?)(?P<late>_LATE)?_(?P<uid>\d{3,})_\d{3,}(?:_.+)?$", re.IGNORECASE
+)
 SKIP_PARTS = ("__MACOSX", ".ipynb_checkpoints")
 
 
@@ -49,6 +52,15 @@ class Submission:
     path: Path
     member: str | None = None  # inside a zip archive
     mtime: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
+    time_source: str = SOURCE_MTIME  # where `mtime` came from: grader/course.py
+
+    def origin(self) -> dict[str, Any]:
+        """The LMS user id and `_LATE` marker of a Canvas file name, and the time's source."""
+        match = CANVAS_RE.match(Path((self.member or self.path.name).split("/")[-1]).stem)
+        origin: dict[str, Any] = {"time_source": self.time_source}
+        if match:
+            origin |= {"lms_id": match.group("uid"), "canvas_late": bool(match.group("late"))}
+        return origin
 
     def read(self) -> bytes:
         """The submission's bytes; OSError for anything that stops reading them."""
@@ -99,16 +111,16 @@ def _from_zip(archive: Path, owner: str | None) -> list[Submission]:
     for info in infos:
         parts = Path(info.filename).parts
         if owner is not None:
-            student, mtime = owner, _mtime(archive)
+            student, mtime, source = owner, _mtime(archive), SOURCE_MTIME
         else:
             student = parts[-2] if len(parts) >= 2 else student_from_name(parts[-1])
             try:
                 mtime = datetime(*info.date_time, tzinfo=UTC)
+                source = SOURCE_ZIP
             except (ValueError, TypeError):
-                mtime = _mtime(archive)
-        subs.append(
-            Submission(student, f"{archive.name}:{info.filename}", archive, info.filename, mtime)
-        )
+                mtime, source = _mtime(archive), SOURCE_MTIME
+        label = f"{archive.name}:{info.filename}"
+        subs.append(Submission(student, label, archive, info.filename, mtime, source))
     return subs
 
 
@@ -148,6 +160,24 @@ def discover(paths: list[Path]) -> list[Submission]:
                 student = rel.parts[0] if len(rel.parts) >= 2 else student_from_name(file.name)
                 found.append(Submission(student, str(file), file, None, _mtime(file)))
     return found
+
+
+def _when(sub: Submission) -> str:
+    return sub.mtime.isoformat(timespec="seconds")
+
+
+def _explicit_times(subs: list[Submission], csv_path: Path) -> list[Submission]:
+    """Times from a submissions.csv win over zip entry and file times."""
+    from dataclasses import replace
+
+    from .course import read_submission_times
+
+    table = read_submission_times(csv_path)
+    out = []
+    for sub in subs:
+        when = time_for(table, sub.student, sub.label)
+        out.append(replace(sub, mtime=when, time_source=SOURCE_CSV) if when else sub)
+    return out
 
 
 def newest_per_student(subs: list[Submission]) -> tuple[list[Submission], dict[str, list[str]]]:
@@ -204,9 +234,10 @@ def _grade_one(sub: Submission, extra: list[str]) -> dict[str, Any]:
         raw,
         student=sub.student,
         file=sub.label,
-        submitted_at=sub.mtime.isoformat(timespec="seconds"),
+        submitted_at=_when(sub),
         extra_warnings=extra,
     )
+    result.origin = sub.origin()
     return result.to_dict()
 
 
@@ -222,6 +253,8 @@ class BatchOptions:
     notebook_timeout: float | None = None
     gradebook: Path | None = None
     progress: bool | None = None
+    submission_times: Path | None = None  # submissions.csv: student, file, submitted_at
+    course: CourseFiles = field(default_factory=CourseFiles)  # roster, extensions
 
 
 @dataclass
@@ -278,6 +311,8 @@ def grade_batch(
     options = options or BatchOptions()
     started = time.monotonic()
     subs = discover(paths)
+    if options.submission_times is not None:
+        subs = _explicit_times(subs, options.submission_times)
     if not subs:
         raise UsageError(
             "no notebooks were found in " + ", ".join(str(p) for p in paths),
@@ -316,6 +351,9 @@ def grade_batch(
                 content = ""
             cached = book.cached(sub.student, f"{key}:{content}")
         if cached is not None:
+            if (cached.submitted_at, cached.origin) != (_when(sub), sub.origin()):
+                cached.submitted_at, cached.origin = _when(sub), sub.origin()
+                book.save(cached, f"{key}:{cached.content_hash}")  # a corrected time
             book.set_current(sub.student, f"{key}:{cached.content_hash}")
             batch.cached += 1
             progress.update(sub.student, "(unchanged, cached)")
@@ -327,6 +365,8 @@ def grade_batch(
             spec, todo, extra, worker_options, options.jobs, book, key, batch, progress, on_result
         )
     results = apply_manual(spec, book.current_results(), book.manual_scores())
+    results, course = finish_results(spec, results, out, options.course)
+    batch.warnings += course.warnings
     batch.results = results
     write_outputs(spec, results, out)
     _write_log(out / "run.log", spec, batch, started)
@@ -463,7 +503,8 @@ def _error_result(spec: AssignmentSpec, sub: Submission, message: str) -> Submis
         status=R.ERROR,
         error=message,
         questions=[ungradable(q.id, q.points, message) for q in spec.questions],
-        submitted_at=sub.mtime.isoformat(timespec="seconds"),
+        submitted_at=_when(sub),
+        origin=sub.origin(),
     )
 
 
@@ -525,12 +566,21 @@ def import_manual(spec: AssignmentSpec, csv_path: Path, gradebook: Path) -> int:
     return len(scores)
 
 
-def rebuild_outputs(spec: AssignmentSpec, gradebook: Path, out: Path) -> list[SubmissionResult]:
-    """grades.csv and feedback from the gradebook alone."""
+def rebuild_outputs(
+    spec: AssignmentSpec,
+    gradebook: Path,
+    out: Path,
+    course: CourseFiles | None = None,
+    warnings: list[str] | None = None,
+) -> list[SubmissionResult]:
+    """grades.csv and feedback from the gradebook (and the roster and extensions kept in out)."""
     if not gradebook.is_file():
         raise UsageError(f"no gradebook at {gradebook}")
     with Gradebook(gradebook) as book:
         results = apply_manual(spec, book.current_results(), book.manual_scores())
+    results, report = finish_results(spec, results, out, course)
+    if warnings is not None:
+        warnings += report.warnings
     write_outputs(spec, results, out)
     return results
 

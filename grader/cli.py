@@ -3,7 +3,10 @@
     grader assign SOURCE_DIR              write the student template from the source notebook
     grader release ASSIGNMENT --out DIR   write the student bundle (template + selfcheck.py)
     grader grade SUBMISSIONS... --assignment ID --out DIR [--jobs N] [--manual CSV]
-    grader export --assignment ID --out DIR   rebuild grades.csv and feedback from the gradebook
+    grader export --assignment ID --out DIR [--canvas CSV]   rebuild grades.csv and feedback
+                                          from the gradebook; fill a Canvas gradebook export
+    grader gradescope ASSIGNMENT --out ZIP    build Gradescope's autograder zip
+    grader gradescope-run --root DIR      (inside Gradescope) grade DIR/submission
     grader check NOTEBOOK                 a student's self-check (public checks only)
     grader validate ASSIGNMENT            CI: solution full marks, template zero, no leaks
     grader calibrate ASSIGNMENT           measure thresholds from reference runs
@@ -22,6 +25,7 @@ from . import __version__
 from .errors import GraderError, UsageError
 
 if TYPE_CHECKING:
+    from .course import CourseFiles
     from .spec import AssignmentSpec, SandboxLimits
 
 
@@ -90,6 +94,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
         notebook_timeout=args.notebook_timeout,
         gradebook=gradebook,
         progress=not args.quiet,
+        submission_times=Path(args.submissions_csv) if args.submissions_csv else None,
+        course=_course_files(args),
     )
     batch = grade_batch(spec, [Path(p) for p in args.submissions], out, options)
     print(summary(spec, batch))
@@ -102,14 +108,70 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _course_files(args: argparse.Namespace) -> CourseFiles:
+    from .course import CourseFiles
+
+    return CourseFiles(
+        roster=Path(args.roster) if args.roster else None,
+        extensions=Path(args.extensions) if args.extensions else None,
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .batch import rebuild_outputs
+    from .report import one_line
 
     spec = _assignment(args.assignment)
     out = Path(args.out)
     gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
-    results = rebuild_outputs(spec, gradebook, out)
+    warnings: list[str] = []
+    results = rebuild_outputs(spec, gradebook, out, _course_files(args), warnings)
     print(f"rebuilt {out / 'grades.csv'} for {len(results)} students from {gradebook}")
+    for warning in warnings:
+        print(f"warning: {one_line(warning)}", file=sys.stderr)
+    if args.canvas:
+        from .canvas import export_canvas
+
+        source = Path(args.canvas)
+        target = Path(args.canvas_out) if args.canvas_out else out / f"canvas-{source.name}"
+        wanted = [args.canvas_column or "", spec.title, spec.id]
+        report = export_canvas(source, results, target, wanted)
+        print(f"wrote {target}: column {report.column!r} filled for {len(report.filled)} students")
+        for label, names in (
+            ("in Canvas, no result (left as it was)", report.unmatched_rows),
+            ("graded, not in Canvas", report.unmatched_results),
+            ("matching several (left as it was)", report.ambiguous),
+            ("not graded (left as it was)", report.not_graded),
+        ):
+            if names:
+                print(f"{label}: " + "; ".join(one_line(n) for n in names))
+    return 0
+
+
+def cmd_gradescope(args: argparse.Namespace) -> int:
+    from .gradescope import build_autograder
+
+    spec = _assignment(args.assignment)
+    out = Path(args.out)
+    names = build_autograder(
+        spec, out, dataset=Path(args.dataset) if args.dataset else None, with_data=not args.no_data
+    )
+    print(f"wrote {out}: {len(names)} files, {out.stat().st_size / 2**20:.1f} MB")
+    return 0
+
+
+def cmd_gradescope_run(args: argparse.Namespace) -> int:
+    import os
+
+    from .gradescope import ROOT_ENV, run_autograder
+
+    root = Path(args.root or os.environ.get(ROOT_ENV) or "/autograder")
+    data = run_autograder(
+        root,
+        submission=Path(args.submission) if args.submission else None,
+        results=Path(args.results) if args.results else None,
+    )
+    print(data["output"])
     return 0
 
 
@@ -161,6 +223,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _course_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--roster", help="roster CSV (id, name, email) or a Canvas export")
+    p.add_argument("--extensions", help="extensions CSV: student, due or days")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .batch import BatchOptions
 
@@ -198,13 +265,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-output-mb", type=int, help="output limit per notebook")
     p.add_argument("--no-sandbox", action="store_true", help="run student code unprotected")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--submissions-csv", help="submission times: student, file, submitted_at")
+    _course_arguments(p)
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("export", help="rebuild grades.csv and feedback from the gradebook")
     p.add_argument("--assignment", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--gradebook")
+    _course_arguments(p)
+    p.add_argument("--canvas", help="a gradebook CSV exported from Canvas, to fill in")
+    p.add_argument("--canvas-column", help="its column for this assignment (default: by title)")
+    p.add_argument("--canvas-out", help="where to write it (default: OUT/canvas-<name>)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("gradescope", help="build Gradescope's autograder zip")
+    p.add_argument("assignment")
+    p.add_argument("--out", required=True, help="the zip to write, e.g. autograder.zip")
+    p.add_argument("--dataset", help="the data file, instead of looking it up")
+    p.add_argument("--no-data", action="store_true", help="leave the data file out of the zip")
+    p.set_defaults(func=cmd_gradescope)
+
+    p = sub.add_parser("gradescope-run", help="inside Gradescope: grade the submission")
+    p.add_argument("--root", help="the autograder folder (default: $GRADER_AUTOGRADER_ROOT or /autograder)")
+    p.add_argument("--submission", help="default: ROOT/submission")
+    p.add_argument("--results", help="default: ROOT/results")
+    p.set_defaults(func=cmd_gradescope_run)
 
     p = sub.add_parser("check", help="self-check a notebook before submitting")
     p.add_argument("notebook")

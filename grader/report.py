@@ -80,7 +80,9 @@ def grades_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     qids = [q.id for q in spec.questions]
-    writer.writerow(["student", "file", *qids, "total", "max", "status", "notes"])
+    writer.writerow(
+        ["student", "file", *qids, "total", "max", *LATE_COLUMNS, "final", "status", "notes"]
+    )
     for r in sorted(results, key=lambda r: r.student):
         by_id = {q.id: q for q in r.questions}
         row = [csv_safe(r.student), csv_safe(r.file)]
@@ -91,9 +93,31 @@ def grades_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str
             else:
                 row.append(_fmt(q.points))
         notes = "; ".join(([r.error] if r.error else []) + r.changed_cells[:3])
-        row += [_fmt(r.total), _fmt(spec_total(spec)), r.status, csv_safe(notes[:300])]
+        row += [_fmt(r.total), _fmt(spec_total(spec)), *_late_cells(r), _fmt(r.final)]
+        row += [r.status, csv_safe(notes[:300])]
         writer.writerow(row)
     return buffer.getvalue()
+
+
+# The lateness columns of grades.csv (grader/lateness.py); `total` is the raw score.
+LATE_COLUMNS = ("submitted_at", "late_hours", "penalty_percent")
+
+
+def _late_cells(r: SubmissionResult) -> list[str]:
+    if not r.late:
+        return [csv_safe(r.submitted_at) if r.file else "", "", ""]
+    hours = float(r.late.get("late_seconds", 0)) / 3600
+    return [csv_safe(r.submitted_at), f"{hours:.2f}", _fmt(float(r.late["penalty_percent"]))]
+
+
+def late_line(r: SubmissionResult) -> str:
+    """How the late penalty was computed, for the feedback ('' when there is none to tell)."""
+    if not r.late or (not r.late.get("late_seconds") and not r.late.get("penalty_percent")):
+        return ""
+    return (
+        f"Late: {r.late['explanation']}. Final score {_fmt(r.final)} "
+        f"(raw {_fmt(r.total)}, {_fmt(float(r.late['penalty_percent']))}% off)."
+    )
 
 
 def spec_total(spec: AssignmentSpec) -> float:
@@ -105,6 +129,8 @@ def manual_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["student", "question", "max_points", "answer", "points"])
     for r in sorted(results, key=lambda r: r.student):
+        if not r.file:  # a roster student with no submission: nothing to grade by hand
+            continue
         by_id = {q.id: q for q in r.questions}
         for q in spec.manual_questions:
             existing = by_id.get(q.id)
@@ -135,6 +161,8 @@ def feedback_markdown(spec: AssignmentSpec, r: SubmissionResult) -> str:
     ]
     if r.error:
         lines += [f"**Your submission could not be graded:** {txt(r.error)}", ""]
+    if late_line(r):
+        lines += [txt(late_line(r)), ""]
     if r.changed_cells:
         lines += ["## Locked cells you changed (the originals were graded)", ""]
         lines += [f"- {txt(c)}" for c in r.changed_cells] + [""]
@@ -170,6 +198,8 @@ def feedback_html(spec: AssignmentSpec, r: SubmissionResult) -> str:
     ]
     if r.error:
         parts.append(f"<p class='fail'>Your submission could not be graded: {e(r.error)}</p>")
+    if late_line(r):
+        parts.append(f"<p>{e(late_line(r))}</p>")
     if r.changed_cells:
         parts.append("<h2>Locked cells you changed (the originals were graded)</h2><ul>")
         parts += [f"<li>{e(c)}</li>" for c in r.changed_cells]

@@ -66,6 +66,10 @@ class SubmissionResult:
     log: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     submitted_at: str = ""
+    # where it came from (time source, LMS user id, roster match): grader/course.py
+    origin: dict[str, Any] = field(default_factory=dict)
+    # lateness and penalty, computed when the outputs are written: grader/lateness.py
+    late: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -74,6 +78,12 @@ class SubmissionResult:
     @property
     def max_total(self) -> float:
         return round(sum(q.max_points for q in self.questions), 6)
+
+    @property
+    def final(self) -> float:
+        """The total after the late penalty."""
+        penalty = float(self.late.get("penalty_percent", 0.0))
+        return round(self.total * (1 - penalty / 100), 6)
 
     @property
     def grader_failed(self) -> bool:

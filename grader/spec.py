@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
+from .lateness import DeadlinePolicy, parse_deadline
 
 QUESTION_KINDS = ("value", "class", "model", "manual")
 PUBLIC_MODES = ("hash", "form", "none")
@@ -94,6 +95,7 @@ class AssignmentSpec:
     sandbox: SandboxLimits
     questions: tuple[Question, ...]
     calibration: dict[str, Any]
+    deadline: DeadlinePolicy | None = None  # [deadline]: grader/lateness.py
 
     @property
     def source_path(self) -> Path:
@@ -204,6 +206,8 @@ def load_spec(path: str | Path) -> AssignmentSpec:
     )
     if not questions:
         raise SpecError(f"{where}: the assignment has no [questions.*]")
+    deadline_data = _table(data, "deadline", where)
+    deadline = parse_deadline(deadline_data, f"{where} [deadline]") if deadline_data else None
     root = path.parent
     calibration: dict[str, Any] = {}
     cal_path = root / "calibration.json"
@@ -227,6 +231,7 @@ def load_spec(path: str | Path) -> AssignmentSpec:
         sandbox=sandbox,
         questions=questions,
         calibration=calibration,
+        deadline=deadline,
     )
 
 

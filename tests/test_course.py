@@ -1,0 +1,211 @@
+"""The course around a batch: submission times, extensions, the roster and the Canvas
+gradebook round trip (tests/course/canvas_gradebook.csv is laid out as Canvas exports it:
+UTF-8 byte-order mark, CRLF, a `Manual Posting` row, a `Points Possible` row, a section
+column with a comma, quoted names, read-only total columns, the Test Student)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from grader import results as R
+from grader.batch import discover
+from grader.canvas import fill_gradebook, split_records
+from grader.cli import main
+from grader.course import CourseFiles, finish_results, read_extensions, read_submission_times
+from grader.errors import UsageError
+from grader.gradebook import Gradebook
+from grader.results import QuestionResult, SubmissionResult
+from grader.roster import MISSING, apply_roster, read_roster
+from grader.spec import load_spec
+
+HERE = Path(__file__).parent / "course"
+CANVAS = HERE / "canvas_gradebook.csv"
+DEADLINE = '\n[deadline]\ndue = "2026-03-07T23:59"\ntimezone = "America/New_York"\ngrace_minutes = 10\npenalty = "per_day"\npercent = 10\nfloor = 50\n'
+
+
+@pytest.fixture
+def course_spec(tmp_path, repo_root):
+    """The mnist_nn spec with a deadline (a copy: tests never write into the source tree)."""
+    root = tmp_path / "spec"
+    shutil.copytree(repo_root / "solutions" / "mnist_nn", root)
+    (root / "assignment.toml").write_text((root / "assignment.toml").read_text() + DEADLINE)
+    return load_spec(root)
+
+
+def result(spec, student: str, auto: float, manual: float = 0, *, when: str = "2026-03-07T20:00:00-05:00", **origin) -> SubmissionResult:
+    """A gradebook record with `auto` points spread over the auto questions, in order."""
+    questions, left = [], auto
+    for q in spec.questions:
+        if q.auto:
+            points = min(q.points, left)
+            left -= points
+        else:
+            points = min(q.points, manual)
+            manual -= points
+        questions.append(QuestionResult(q.id, R.Q_PASSED if points else R.Q_FAILED, points, q.points))
+    return SubmissionResult(student, f"{student}.ipynb", "hash-" + student, R.GRADED, questions, submitted_at=when, origin=origin)
+
+
+# ------------------------------------------------------------------ submission times
+
+
+def test_times_come_from_the_csv_then_the_zip_entry_then_the_file(tmp_path):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    loose = folder / "eriksenlars_LATE_10277_884302_mnist_nn.ipynb"
+    loose.write_text("{}")
+    archive = folder / "submissions.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("okaforchidi_10266_884400_mnist_nn.ipynb", (2026, 3, 8, 4, 30, 0))
+        zf.writestr(info, "{}")
+    subs = {s.student: s for s in discover([folder])}
+    assert subs["okaforchidi"].mtime == datetime(2026, 3, 8, 4, 30, tzinfo=UTC)
+    assert subs["okaforchidi"].origin() == {"time_source": "zip entry time", "lms_id": "10266", "canvas_late": False}
+    assert subs["eriksenlars"].origin() == {"time_source": "file modification time", "lms_id": "10277", "canvas_late": True}
+
+    times = tmp_path / "submissions.csv"
+    times.write_text("student,file,submitted_at\neriksenlars,,2026-03-09T10:00:00-05:00\n")
+    from grader.batch import _explicit_times
+
+    fixed = {s.student: s for s in _explicit_times(list(subs.values()), times)}
+    assert fixed["eriksenlars"].mtime == datetime(2026, 3, 9, 15, 0, tzinfo=UTC)
+    assert fixed["eriksenlars"].origin()["time_source"] == "submissions.csv"
+    assert fixed["okaforchidi"].time_source == "zip entry time"
+    times.write_text("student,file,submitted_at\neriksenlars,,2026-03-09T10:00\n")
+    with pytest.raises(UsageError, match="no time zone"):
+        read_submission_times(times)
+
+
+def test_late_penalties_extensions_and_the_mtime_warning(course_spec, tmp_path):
+    spec = course_spec
+    results = [
+        result(spec, "ontime", 15),
+        result(spec, "twodays", 15, 10, when="2026-03-09T12:00:00-04:00", time_source="submissions.csv"),
+        result(spec, "extended", 10, when="2026-03-09T12:00:00-04:00"),
+        result(spec, "copied", 15, when="2026-03-08T00:30:00-05:00", time_source="file modification time"),
+    ]
+    ext = tmp_path / "ext.csv"
+    ext.write_text("student,due,days\nextended,,3\nnobody,2026-03-20T12:00,\n")
+    assert read_extensions(ext, spec.deadline)["extended"] == datetime.fromisoformat("2026-03-10T23:59:00-04:00")
+    out = tmp_path / "out"
+    done, report = finish_results(spec, results, out, CourseFiles(extensions=ext))
+    late = {r.student: r for r in done}
+    assert late["ontime"].final == 15 and late["ontime"].late["penalty_percent"] == 0
+    assert late["twodays"].late["penalty_percent"] == 20 and late["twodays"].final == 20  # 25 * 0.8
+    assert "2 started days x 10% = 20%" in late["twodays"].late["explanation"]
+    assert "time from the submissions.csv" in late["twodays"].late["explanation"]
+    assert late["extended"].final == 10 and "extension" in late["extended"].late["explanation"]
+    assert late["copied"].late["penalty_percent"] == 10
+    assert any("modification times" in w and "copied" in w for w in report.warnings)
+    assert any("nobody" in w for w in report.warnings)
+    assert (out / "extensions.csv").read_bytes() == ext.read_bytes()  # kept for `grader export`
+
+    from grader.report import feedback_markdown, grades_csv
+
+    rows = {r["student"]: r for r in csv.DictReader(io.StringIO(grades_csv(spec, done)))}
+    assert (rows["twodays"]["total"], rows["twodays"]["penalty_percent"], rows["twodays"]["final"]) == ("25", "20", "20")
+    assert rows["twodays"]["late_hours"] == "35.02"  # real hours: DST took one
+    assert "Final score 20 \\(raw 25, 20% off\\)" in feedback_markdown(spec, late["twodays"])
+    assert "Late" not in feedback_markdown(spec, late["ontime"])
+
+
+# ------------------------------------------------------------------ roster
+
+
+def test_every_roster_student_gets_a_row_and_strangers_are_listed(course_spec):
+    spec = course_spec
+    roster = read_roster(HERE / "roster.csv")
+    results = [result(spec, "salvarez", 15), result(spec, "JBrown", 12), result(spec, "ghost", 3)]
+    match = apply_roster(spec, results, roster)
+    rows = {r.student: r for r in match.results}
+    assert sorted(rows) == ["JBrown", "cokafor", "ghost", "salvarez", "wchen"]
+    assert (rows["cokafor"].status, rows["cokafor"].total, rows["cokafor"].file) == (MISSING, 0, "")
+    assert rows["JBrown"].origin["roster_id"] == "jbrown"  # ids compare without case
+    assert match.unknown == ["ghost"]
+
+
+def test_a_canvas_export_is_a_roster_and_matches_by_canvas_id(course_spec):
+    roster = read_roster(CANVAS)
+    assert [s.name for s in roster] == ["Alvarez, Sofia", "Brown, James", "Chen, Wei", "Okafor, Chidi", 'Zhang, "Max" Wei', "Student, Test"]
+    assert roster[2].section == "Section A, Lab 2"
+    match = apply_roster(course_spec, [result(course_spec, "alvarezsofia", 15, lms_id="10231")], roster)
+    assert match.unknown == [] and len(match.results) == 6
+
+
+def test_a_roster_without_ids_is_refused(tmp_path):
+    bad = tmp_path / "r.csv"
+    bad.write_text("name,email\nA,a@x\n")
+    with pytest.raises(UsageError, match="no 'id' column"):
+        read_roster(bad)
+
+
+# ------------------------------------------------------------------ Canvas
+
+
+def test_split_records_keeps_every_byte():
+    text = CANVAS.read_bytes().decode("utf-8")
+    records = split_records(text)
+    assert len(records) == 9 and all(len(r.spans) == 15 for r in records)
+    assert records[7].value(text, 0) == 'Zhang, "Max" Wei'
+    assert [[r.value(text, i) for i in range(15)] for r in records] == list(
+        csv.reader(io.StringIO(text, newline=""))
+    )
+    for text in ('a,"b\r\nc",d\ne,f', "a,b\r", '"x""y",,\r\n"",q\n'):
+        values = [[r.value(text, i) for i in range(len(r.spans))] for r in split_records(text)]
+        assert values == list(csv.reader(io.StringIO(text, newline=""))), text
+
+
+def test_canvas_round_trip_changes_only_the_assignment_column(course_spec, tmp_path, capsys):
+    spec = course_spec
+    out = tmp_path / "out"
+    with Gradebook(out / "gradebook.sqlite") as book:
+        for r in (
+            result(spec, "alvarezsofia", 15, 9, lms_id="10231"),  # 24 on time
+            result(spec, "brownjames", 15, 10, when="2026-03-09T12:00:00-04:00", lms_id="10244"),  # 25 -20%
+            result(spec, "wchen", 12.5),  # by SIS login
+            result(spec, "ghost", 3),
+        ):
+            book.save(r, "key:" + r.content_hash)
+    argv = ["export", "--assignment", str(spec.root), "--out", str(out), "--canvas", str(CANVAS)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    original = CANVAS.read_bytes()
+    expected = (
+        original.replace(b"S2026001,salvarez,Section A,,", b"S2026001,salvarez,Section A,24,")
+        .replace(b'jbrown,Section B,"12.00",', b'jbrown,Section B,"20",')
+        .replace(b'wchen,"Section A, Lab 2",,', b'wchen,"Section A, Lab 2",12.5,')
+    )
+    assert (out / "canvas-canvas_gradebook.csv").read_bytes() == expected
+    assert "filled for 3 students" in printed
+    assert "graded, not in Canvas: ghost" in printed
+    assert "Okafor, Chidi (ID 10266)" in printed and "Student, Test (ID 10400)" in printed
+
+    # with Canvas's own export as the roster, absentees are `missing` and get 0
+    assert main([*argv, "--roster", str(CANVAS), "--canvas-column", "884001"]) == 0
+    filled = (out / "canvas-canvas_gradebook.csv").read_bytes()
+    assert b"cokafor,Section B,0,7.00" in filled and b"mzhang,Section B,0,10.00" in filled
+    rows = {r["student"]: r for r in csv.DictReader(io.StringIO((out / "grades.csv").read_text()))}
+    assert rows["cokafor"]["status"] == MISSING and rows["cokafor"]["final"] == "0"
+    assert rows["brownjames"]["final"] == "20" and rows["brownjames"]["total"] == "25"
+
+
+def test_canvas_rows_are_never_guessed(course_spec):
+    text = CANVAS.read_bytes().decode("utf-8")
+    same = [result(course_spec, "x", 1, lms_id="10231"), result(course_spec, "salvarez", 2)]
+    filled, report = fill_gradebook(text, same, ["884001"])
+    assert filled == text and report.ambiguous == ["Alvarez, Sofia (ID 10231): x, salvarez"]
+    broken = result(course_spec, "jbrown", 0)
+    broken.status = R.ERROR
+    filled, report = fill_gradebook(text, [broken], ["884001"])
+    assert filled == text and report.not_graded == ["Brown, James: jbrown could not be graded"]
+    with pytest.raises(UsageError, match="no Canvas column"):
+        fill_gradebook(text, same, ["Homework 9"])
+    with pytest.raises(UsageError, match="not a Canvas gradebook"):
+        fill_gradebook("name,score\r\na,1\r\n", same, ["x"])
