@@ -317,6 +317,13 @@ def make_template(spec: AssignmentSpec, source: NotebookNode | None = None) -> N
     return nb
 
 
+def recorded_assignment(nb: NotebookNode) -> str | None:
+    """The assignment id the template recorded in the notebook's metadata, if it survived."""
+    meta = nb.get("metadata", {}).get("grader")
+    value = meta.get("assignment") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 def notebook_text(nb: NotebookNode) -> str:
     """Canonical, byte-stable serialisation."""
     text: str = nbformat.writes(nb, version=4)

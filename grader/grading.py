@@ -20,7 +20,7 @@ from nbformat import NotebookNode
 
 from . import results as R
 from .assemble import Assembly, assemble, content_hash, parse_notebook
-from .authoring import load_source, make_template
+from .authoring import load_source, make_template, recorded_assignment
 from .checking import (
     Answer,
     CheckContext,
@@ -205,6 +205,15 @@ def grade_bytes(
         result.questions = [ungradable(q.id, q.points, str(exc.message)) for q in spec.questions]
         return result
     result.warnings += read_warnings
+    recorded = recorded_assignment(nb)
+    if recorded is not None and recorded != spec.id:  # not a zero from a silent mismatch
+        message = (
+            f"this notebook is from the assignment {recorded!r}, not {spec.id!r}: "
+            f"submit your {spec.template}"
+        )
+        result.status, result.error = R.ERROR, message
+        result.questions = [ungradable(q.id, q.points, message) for q in spec.questions]
+        return result
     asm = assemble(session.template, nb)
     result.changed_cells = asm.changed
     result.warnings += asm.warnings

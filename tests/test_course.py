@@ -209,3 +209,24 @@ def test_canvas_rows_are_never_guessed(course_spec):
         fill_gradebook(text, same, ["Homework 9"])
     with pytest.raises(UsageError, match="not a Canvas gradebook"):
         fill_gradebook("name,score\r\na,1\r\n", same, ["x"])
+
+
+# ------------------------------------------------------------------ wrong assignment
+
+
+def test_a_notebook_from_another_assignment_is_an_error_row_not_a_zero(spec, grading_cache, repo_root):
+    import json
+
+    from grader.grading import grade_bytes, open_session
+    from grader.report import grades_csv
+
+    template = json.loads((repo_root / "assignments" / "mnist_nn" / "mnist_nn.ipynb").read_text())
+    assert template["metadata"]["grader"]["assignment"] == "mnist_nn"  # the template records it
+    template["metadata"]["grader"]["assignment"] = "mnist_numpy"
+    session = open_session(spec, cache_dir=grading_cache)
+    result = grade_bytes(session, json.dumps(template).encode(), student="lost", file="hw.ipynb")
+    assert result.status == R.ERROR and result.timings == {}  # refused before any kernel ran
+    assert result.error == "this notebook is from the assignment 'mnist_numpy', not 'mnist_nn': submit your mnist_nn.ipynb"
+    assert {q.status for q in result.questions} == {R.Q_UNGRADABLE}
+    row = next(csv.DictReader(io.StringIO(grades_csv(spec, [result]))))
+    assert row["status"] == "error" and "mnist_numpy" in row["notes"]
