@@ -78,7 +78,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         count = import_manual(spec, Path(args.manual), gradebook)
         print(f"merged {count} manual scores from {args.manual}")
         if not args.submissions:
-            rebuild_outputs(spec, gradebook, out)
+            rebuild_outputs(spec, gradebook, out, _course_files(args))
             print(f"rebuilt {out / 'grades.csv'}")
             return 0
     if not args.submissions:

@@ -18,12 +18,12 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from .errors import UsageError
 from .lateness import DeadlinePolicy, lateness, parse_time
 from .results import SubmissionResult
 from .roster import MISSING, apply_roster, read_roster, submission_keys
+from .spec import AssignmentSpec
 
 SOURCE_CSV = "submissions.csv"
 SOURCE_ZIP = "zip entry time"
@@ -173,7 +173,7 @@ def _kept(out: Path, name: str, given: Path | None) -> Path | None:
 
 
 def finish_results(
-    spec: Any, results: list[SubmissionResult], out: Path, files: CourseFiles | None = None
+    spec: AssignmentSpec, results: list[SubmissionResult], out: Path, files: CourseFiles | None = None
 ) -> tuple[list[SubmissionResult], CourseReport]:
     """Roster rows and late penalties on top of the gradebook's results."""
     files = files or CourseFiles()
