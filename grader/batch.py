@@ -176,7 +176,7 @@ def _explicit_times(subs: list[Submission], csv_path: Path) -> list[Submission]:
     out = []
     for sub in subs:
         when = time_for(table, sub.student, sub.label)
-        out.append(replace(sub, mtime=when, time_source=SOURCE_CSV) if when else sub)
+        out.append(replace(sub, mtime=when.astimezone(UTC), time_source=SOURCE_CSV) if when else sub)
     return out
 
 

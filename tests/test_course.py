@@ -230,3 +230,52 @@ def test_a_notebook_from_another_assignment_is_an_error_row_not_a_zero(spec, gra
     assert {q.status for q in result.questions} == {R.Q_UNGRADABLE}
     row = next(csv.DictReader(io.StringIO(grades_csv(spec, [result]))))
     assert row["status"] == "error" and "mnist_numpy" in row["notes"]
+
+
+# ------------------------------------------------------------------ the whole batch
+
+
+def test_grade_a_canvas_download_with_deadline_roster_and_times(course_spec, tmp_path, grading_cache, repo_root, capsys):
+    """`grader grade` on a Canvas class zip: zip entry times, the `_LATE` marker, a roster
+    (one absentee, one stranger), then a submissions.csv correcting a time on a cached rerun.
+    The notebooks are from another assignment, so no kernel runs: this is the plumbing."""
+    import json
+
+    template = json.loads((repo_root / "assignments" / "mnist_nn" / "mnist_nn.ipynb").read_text())
+    template["metadata"]["grader"]["assignment"] = "another_course"
+    body = json.dumps(template).encode()
+    archive = tmp_path / "submissions.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        # 2026-03-07 23:59 EST is 2026-03-08 04:59 UTC; Canvas zip entry times are UTC
+        zf.writestr(zipfile.ZipInfo("salvarez_10231_900001_mnist_nn.ipynb", (2026, 3, 8, 4, 0, 0)), body)
+        zf.writestr(zipfile.ZipInfo("jbrown_LATE_10244_900002_mnist_nn.ipynb", (2026, 3, 9, 6, 0, 0)), body)
+        zf.writestr(zipfile.ZipInfo("ghost_10999_900003_mnist_nn.ipynb", (2026, 3, 8, 1, 0, 0)), body)
+    out = tmp_path / "out"
+    argv = [
+        "grade", str(archive), "--assignment", str(course_spec.root), "--out", str(out),
+        "--roster", str(HERE / "roster.csv"), "--cache-dir", str(grading_cache), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "not on the roster: ghost" in err
+    rows = {r["student"]: r for r in csv.DictReader(io.StringIO((out / "grades.csv").read_text()))}
+    assert sorted(rows) == ["cokafor", "ghost", "jbrown", "salvarez", "wchen"]
+    assert rows["salvarez"]["submitted_at"] == "2026-03-08T04:00:00+00:00"
+    assert (rows["salvarez"]["penalty_percent"], rows["jbrown"]["penalty_percent"]) == ("0", "20")
+    assert rows["jbrown"]["status"] == "error" and "another_course" in rows["jbrown"]["notes"]
+    assert (rows["wchen"]["status"], rows["wchen"]["final"], rows["wchen"]["file"]) == (MISSING, "0", "")
+    feedback = json.loads((out / "feedback" / "jbrown.json").read_text())
+    assert feedback["origin"] == {"time_source": "zip entry time", "lms_id": "10244", "canvas_late": True, "roster_id": "jbrown", "roster_name": "James Brown"}
+    assert "time from the zip entry time" in feedback["late"]["explanation"]
+
+    times = tmp_path / "submissions.csv"
+    times.write_text("student,file,submitted_at\njbrown,jbrown_LATE_10244_900002_mnist_nn.ipynb,2026-03-08T00:05:00-05:00\n")
+    assert main([*argv, "--submissions-csv", str(times)]) == 0
+    assert "3 unchanged (cached)" in capsys.readouterr().out
+    rows = {r["student"]: r for r in csv.DictReader(io.StringIO((out / "grades.csv").read_text()))}
+    assert rows["jbrown"]["submitted_at"] == "2026-03-08T05:05:00+00:00"
+    assert rows["jbrown"]["penalty_percent"] == "0"  # inside the 10-minute grace period
+    late = json.loads((out / "feedback" / "jbrown.json").read_text())["late"]["explanation"]
+    assert "grace" in late and "Canvas marked it LATE" in late and "submissions.csv" in late
+    assert main(["export", "--assignment", str(course_spec.root), "--out", str(out)]) == 0
+    assert "cokafor" in (out / "grades.csv").read_text()  # the roster kept in out/ is used again
