@@ -56,7 +56,9 @@ class Submission:
 
     def origin(self) -> dict[str, Any]:
         """The LMS user id and `_LATE` marker of a Canvas file name, and the time's source."""
-        match = CANVAS_RE.match(Path((self.member or self.path.name).split("/")[-1]).stem)
+        names = [self.member.split("/")[-1]] if self.member else []
+        stems = [Path(name).stem for name in (*names, self.path.name)]
+        match = next((m for stem in stems if (m := CANVAS_RE.match(stem))), None)
         origin: dict[str, Any] = {"time_source": self.time_source}
         if match:
             origin |= {"lms_id": match.group("uid"), "canvas_late": bool(match.group("late"))}

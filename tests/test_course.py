@@ -65,7 +65,11 @@ def test_times_come_from_the_csv_then_the_zip_entry_then_the_file(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("okaforchidi_10266_884400_mnist_nn.ipynb", (2026, 3, 8, 4, 30, 0))
         zf.writestr(info, "{}")
+    own = folder / "lee_LATE_10301_884501_mnist_nn.zip"  # a student's own zip: its name says who
+    with zipfile.ZipFile(own, "w") as zf:
+        zf.writestr("work/notebook.ipynb", "{}")
     subs = {s.student: s for s in discover([folder])}
+    assert subs["lee"].origin() == {"time_source": "file modification time", "lms_id": "10301", "canvas_late": True}
     assert subs["okaforchidi"].mtime == datetime(2026, 3, 8, 4, 30, tzinfo=UTC)
     assert subs["okaforchidi"].origin() == {"time_source": "zip entry time", "lms_id": "10266", "canvas_late": False}
     assert subs["eriksenlars"].origin() == {"time_source": "file modification time", "lms_id": "10277", "canvas_late": True}
@@ -205,6 +209,11 @@ def test_canvas_rows_are_never_guessed(course_spec):
     broken.status = R.ERROR
     filled, report = fill_gradebook(text, [broken], ["884001"])
     assert filled == text and report.not_graded == ["Brown, James: jbrown could not be graded"]
+    # an older export: LF line endings, no byte-order mark, a `Muted` row
+    old = text.lstrip("\ufeff").replace("\r\n", "\n").replace(",,,,,Manual Posting,", ",,,,,Muted,")
+    filled, report = fill_gradebook(old, [result(course_spec, "jbrown", 7)], ["Building and training a simple neural network"])
+    assert filled == old.replace('jbrown,Section B,"12.00",', 'jbrown,Section B,"7",')
+    assert report.filled == {"Brown, James": "7"} and len(report.unmatched_rows) == 5
     with pytest.raises(UsageError, match="no Canvas column"):
         fill_gradebook(text, same, ["Homework 9"])
     with pytest.raises(UsageError, match="not a Canvas gradebook"):

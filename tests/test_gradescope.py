@@ -142,6 +142,17 @@ def test_the_zip_follows_the_specification(spec, tmp_path, mnist_path):
     assert "assignment/mnist_nn/checks.py" in names and "assignment/mnist_nn/assignment.toml" in names
 
 
+def test_the_command_line_builds_the_zip(tmp_path, capsys):
+    from grader.cli import main
+
+    out = tmp_path / "ag.zip"
+    assert main(["gradescope", str(ROOT / "solutions" / "mnist_nn"), "--out", str(out), "--no-data"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    with zipfile.ZipFile(out) as zf:
+        assert json.loads(zf.read(CONFIG))["dataset"] is None
+        assert not any(n.startswith("data/") for n in zf.namelist())
+
+
 def test_the_notebook_to_grade_is_found(spec, tmp_path):
     assert find_notebook(tmp_path, spec) == (None, [])
     (tmp_path / "notes.ipynb").write_text("{}")
