@@ -9,19 +9,19 @@ edited, deleted or had their metadata stripped are restored and reported.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
+import time
 import warnings as warnings_module
-import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
 
-from .authoring import (
+from .cells import (
     ANSWER,
     LOCKED_ROLES,
     MANUAL,
@@ -31,12 +31,22 @@ from .authoring import (
     cell_checksum,
     cell_role,
     first_line,
+    mark_origin,
     normalise_source,
+    student_label,
 )
 from .errors import SubmissionError
+from .matching import (
+    FUZZY_BUDGET_SECONDS,
+    Candidate,
+    FuzzyMatcher,
+    answer_names,
+    choose_candidate,
+    defined_names,
+)
+from .results import writable
 
 MAX_SUBMISSION_BYTES = 200 * 2**20
-FUZZY_LOCKED_RATIO = 0.75
 _ID_OK = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
 
 
@@ -48,6 +58,7 @@ class Assembly:
     manual_answers: dict[str, str] = field(default_factory=dict)
     answer_sources: dict[str, str] = field(default_factory=dict)
     student_sources: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def decode_bytes(raw: bytes, name: str, warnings: list[str]) -> str:
@@ -83,6 +94,7 @@ def parse_notebook(raw: bytes, name: str) -> tuple[NotebookNode, list[str]]:
             f"{name} is not a notebook: not valid JSON ({exc.msg} at line {exc.lineno})",
             hint="the file may be truncated or saved in another format; ask for a re-upload",
         ) from None
+    data = writable(data)  # a lone surrogate (JSON "\\ud800") could never be written out
     if not isinstance(data, dict) or not ("cells" in data or "worksheets" in data):
         raise SubmissionError(f"{name} is JSON but not a Jupyter notebook (no cells)")
     major = data.get("nbformat")
@@ -111,7 +123,7 @@ def parse_notebook(raw: bytes, name: str) -> tuple[NotebookNode, list[str]]:
     return nb, warnings
 
 
-def _repair_ids(cells: list[object]) -> None:
+def _repair_ids(cells: Sequence[object]) -> None:
     seen: set[str] = set()
     for i, cell in enumerate(cells):
         if not isinstance(cell, dict):
@@ -133,18 +145,6 @@ def read_submission(path: Path) -> tuple[NotebookNode, list[str]]:
     return parse_notebook(raw, path.name)
 
 
-def read_zip_member(archive: Path, member: str) -> tuple[NotebookNode, list[str]]:
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            info = zf.getinfo(member)
-            if info.file_size > MAX_SUBMISSION_BYTES:
-                raise SubmissionError(f"{archive.name}:{member} is too large")
-            raw = zf.read(member)
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise SubmissionError(f"cannot read {member} from {archive.name}: {exc}") from None
-    return parse_notebook(raw, f"{archive.name}:{member}")
-
-
 def _clean(cell: NotebookNode) -> NotebookNode:
     """A fresh copy of a student cell: source only, no outputs, no stale metadata."""
     if cell.cell_type == "code":
@@ -162,23 +162,36 @@ def _copy(cell: NotebookNode) -> NotebookNode:
     return new
 
 
-def _label(cell: NotebookNode, index: int) -> str:
-    line = first_line(cell.get("source", ""))[:60]
-    return f"cell {index} ({line!r})" if line else f"cell {index}"
+def _label(cell: NotebookNode, position: int) -> str:
+    """A cell named as the student finds it in their own file."""
+    return student_label(position, cell.get("source", ""))
 
 
-def manual_text(source: str) -> str:
-    lines = [
-        ln
-        for ln in source.split("\n")
-        if not re.match(r"^\s*<!--\s*ANSWER:", ln) and ln.strip() != MD_PLACEHOLDER
-    ]
+def manual_text(source: str, template_source: str = "") -> str:
+    """The student's own text of a free-response answer: the marker line, the template's
+    prompt lines and the placeholder removed, so an empty answer is visibly empty."""
+    prompt = [ln.strip() for ln in template_source.split("\n") if ln.strip()]
+    prompt = [p for p in prompt if not re.match(r"^<!--\s*ANSWER:", p) and p != MD_PLACEHOLDER]
+    lines = []
+    for ln in source.split("\n"):
+        text = ln.strip()
+        if re.match(r"^<!--\s*ANSWER:", text) or text == MD_PLACEHOLDER:
+            continue
+        for p in prompt:  # a prompt line, or the student's text typed after it on that line
+            if text.startswith(p):
+                ln = text[len(p) :]
+                break
+        lines.append(ln)
     return "\n".join(lines).strip()
 
 
-def assemble(template: NotebookNode, submission: NotebookNode) -> Assembly:
+def assemble(
+    template: NotebookNode, submission: NotebookNode, fuzzy_budget: float = FUZZY_BUDGET_SECONDS
+) -> Assembly:
     """Rebuild the submission around the template (see the module docstring)."""
+    started = time.monotonic()
     t_roles = [cell_role(c) for c in template.cells]
+    t_norm = [normalise_source(c.source) for c in template.cells]
     t_by_id = {c["id"]: i for i, c in enumerate(template.cells)}
     t_checksum = {
         cell_checksum(c.cell_type, c.source): i
@@ -189,15 +202,9 @@ def assemble(template: NotebookNode, submission: NotebookNode) -> Assembly:
     t_parameters = next((i for i, r in enumerate(t_roles) if r.role == PARAMETERS), None)
 
     matched: dict[int, list[tuple[int, NotebookNode]]] = {}  # template index -> submission cells
-    extras: dict[int, list[NotebookNode]] = {}
     asm = Assembly(notebook=nbformat.v4.new_notebook())
-    pending: list[tuple[int, NotebookNode]] = []
+    pending: list[_Extra] = []
     last_anchor = -1
-
-    def anchor(t_index: int, s_index: int, cell: NotebookNode) -> None:
-        nonlocal last_anchor
-        matched.setdefault(t_index, []).append((s_index, cell))
-        last_anchor = t_index
 
     for s_index, cell in enumerate(submission.cells):
         role = cell_role(cell)
@@ -217,37 +224,44 @@ def assemble(template: NotebookNode, submission: NotebookNode) -> Assembly:
             elif cell["id"] in t_by_id and t_roles[t_by_id[cell["id"]]].locked:
                 target = t_by_id[cell["id"]]
         if target is not None:
-            anchor(target, s_index, cell)
+            matched.setdefault(target, []).append((s_index, cell))
+            last_anchor = target
         else:
-            pending.append((last_anchor, cell))
+            pending.append(_Extra(last_anchor, s_index, cell))
 
     # Cells nothing claimed: an edited copy of a locked cell whose metadata was stripped, or
     # the student's own cell.
+    matcher = FuzzyMatcher(fuzzy_budget)
     unmatched_locked = [i for i, r in enumerate(t_roles) if r.locked and i not in matched]
-    for after, cell in pending:
-        best, best_ratio = None, 0.0
-        text = normalise_source(cell.get("source", ""))
-        if text:
-            for i in unmatched_locked:
-                t_cell = template.cells[i]
-                if t_cell.cell_type != cell.cell_type:
-                    continue
-                ratio = difflib.SequenceMatcher(
-                    None, normalise_source(t_cell.source), text, autojunk=False
-                ).ratio()
-                if ratio > best_ratio:
-                    best, best_ratio = i, ratio
-        if best is not None and best_ratio >= FUZZY_LOCKED_RATIO:
-            matched.setdefault(best, []).append((-1, cell))
+    extras_list: list[_Extra] = []
+    for extra in pending:
+        cell = extra.cell
+        others = [
+            (i, t_norm[i]) for i in unmatched_locked if template.cells[i].cell_type == cell.cell_type
+        ]
+        best = matcher.best(normalise_source(cell.get("source", "")), others) if others else None
+        if best is not None:
+            matched.setdefault(best, []).append((extra.position, cell))
             unmatched_locked.remove(best)
         else:
-            extras.setdefault(after, []).append(cell)
+            extras_list.append(extra)
+    if matcher.budget_exhausted:
+        asm.warnings.append(
+            f"matching edited given cells took longer than {fuzzy_budget:g} s and was stopped "
+            f"after {matcher.pairs_compared} comparisons; the cells not compared were kept as "
+            "your own cells"
+        )
+    _answers_by_content(template, t_roles, t_norm, matched, extras_list, asm)
+    extras: dict[int, list[_Extra]] = {}
+    for extra in extras_list:
+        extras.setdefault(extra.after, []).append(extra)
 
     cells: list[NotebookNode] = []
 
     def emit_extras(after: int) -> None:
-        for cell in extras.get(after, []):
-            new = _clean(cell)
+        for extra in extras.get(after, []):
+            new = _clean(extra.cell)
+            mark_origin(new, extra.position, extra.cell.get("source", ""))
             cells.append(new)
             if new.cell_type == "code":
                 asm.student_sources.append(new.source)
@@ -256,23 +270,24 @@ def assemble(template: NotebookNode, submission: NotebookNode) -> Assembly:
     for t_index, t_cell in enumerate(template.cells):
         t_role: CellRole = t_roles[t_index]
         found = matched.get(t_index, [])
-        label = _label(t_cell, t_index)
+        line = first_line(t_cell.source).strip()[:60]
+        label = f"the given cell {line!r}" if line else f"the given cell {t_index + 1}"
         if t_role.role in LOCKED_ROLES:
-            cells.append(_copy(t_cell))
+            new = _copy(t_cell)
+            cells.append(new)
             if not found:
                 asm.changed.append(f"{label} was deleted; restored from the source")
             else:
-                same = [
-                    c
-                    for _, c in found
-                    if normalise_source(c.get("source", "")) == normalise_source(t_cell.source)
-                ]
+                position, first = found[0]
+                mark_origin(new, position, first.get("source", ""))
+                label = _label(first, position)
+                same = [c for _, c in found if normalise_source(c.get("source", "")) == t_norm[t_index]]
                 if not same:
                     asm.changed.append(f"{label} was edited; the original was restored and graded")
                 if len(found) > 1:
                     asm.warnings.append(f"{label} appears {len(found)} times; kept once")
         else:
-            chosen = _choose(found, t_cell)
+            chosen = _choose(found, t_norm[t_index])
             if chosen is None:
                 new = _copy(t_cell)
                 if t_role.question:
@@ -280,37 +295,97 @@ def assemble(template: NotebookNode, submission: NotebookNode) -> Assembly:
                         f"no answer cell for {t_role.question!r} was found; graded as blank"
                     )
             else:
-                new = _clean(chosen)
+                position, chosen_cell = chosen
+                new = _clean(chosen_cell)
                 new.metadata = json.loads(json.dumps(t_cell.metadata))
+                mark_origin(new, position, chosen_cell.get("source", ""))
                 if t_role.role == PARAMETERS:
                     new.metadata["tags"] = ["parameters"]
                 if len(found) > 1 and t_role.question:
                     asm.warnings.append(
                         f"{len(found)} answer cells for {t_role.question!r}; the last answered "
-                        "one was graded"
+                        f"one was graded ({_label(chosen_cell, position)})"
                     )
             cells.append(new)
             if t_role.role == MANUAL and t_role.question:
-                asm.manual_answers[t_role.question] = manual_text(new.source)
+                asm.manual_answers[t_role.question] = manual_text(new.source, t_cell.source)
             if t_role.role == ANSWER and t_role.question:
                 asm.answer_sources[t_role.question] = new.source
             if new.cell_type == "code" and t_role.role in (ANSWER, PARAMETERS):
                 asm.student_sources.append(new.source)
         emit_extras(t_index)
 
+    _repair_ids(cells)  # a student's cell may carry the id of a given one
     nb = nbformat.v4.new_notebook(cells=cells, metadata=json.loads(json.dumps(template.metadata)))
     nb.nbformat_minor = template.nbformat_minor
     asm.notebook = nb
+    asm.seconds = round(time.monotonic() - started, 3)
     return asm
 
 
-def _choose(found: list[tuple[int, NotebookNode]], t_cell: NotebookNode) -> NotebookNode | None:
+@dataclass
+class _Extra:
+    """A submission cell that no marker, metadata or checksum placed."""
+
+    after: int  # the template cell it followed in the student's file (-1: before them all)
+    position: int  # its index in the student's file
+    cell: NotebookNode
+
+
+def _answers_by_content(
+    template: NotebookNode,
+    t_roles: list[CellRole],
+    t_norm: list[str],
+    matched: dict[int, list[tuple[int, NotebookNode]]],
+    extras: list[_Extra],
+    asm: Assembly,
+) -> None:
+    """An answer with no cell (or only its blank stub) is taken from the student's own cell
+    that binds its name, by `matching.choose_candidate`'s rule; the feedback says which."""
+    locked = [i for i, r in enumerate(t_roles) if r.locked]
+    bound: dict[int, set[str]] = {}
+    for t_index, role in enumerate(t_roles):
+        t_cell = template.cells[t_index]
+        if role.role != ANSWER or not role.question or t_cell.cell_type != "code":
+            continue
+        found = matched.get(t_index, [])
+        if any(normalise_source(c.get("source", "")) != t_norm[t_index] for _, c in found):
+            continue  # answered in its own cell
+        names = answer_names(role.question, t_cell.source)
+        candidates = []
+        for extra in extras:
+            if extra.cell.cell_type != "code":
+                continue
+            if extra.position not in bound:
+                bound[extra.position] = defined_names(extra.cell.get("source", ""))
+            hit = bound[extra.position] & names
+            if hit:
+                candidates.append(Candidate(extra.position, extra.after, frozenset(hit)))
+        low = max((i for i in locked if i < t_index), default=-1)
+        high = min((i for i in locked if i > t_index), default=len(template.cells))
+        picked = choose_candidate(candidates, (low, high))
+        if picked is None:
+            continue
+        candidate, why = picked
+        extra = next(e for e in extras if e.position == candidate.position)
+        extras.remove(extra)
+        matched[t_index] = [(extra.position, extra.cell)]
+        what = ", ".join(sorted(candidate.names))
+        asm.warnings.append(
+            f"the answer to {role.question!r} has no '# ANSWER: {role.question}' cell; "
+            f"{_label(extra.cell, extra.position)} was graded as that answer: it defines "
+            f"{what} ({why})"
+        )
+
+
+def _choose(
+    found: list[tuple[int, NotebookNode]], stub: str
+) -> tuple[int, NotebookNode] | None:
     """Among cells claiming one answer, the last one that differs from the blank stub."""
     if not found:
         return None
-    stub = normalise_source(t_cell.source)
-    answered = [c for _, c in found if normalise_source(c.get("source", "")) != stub]
-    return (answered or [c for _, c in found])[-1]
+    answered = [f for f in found if normalise_source(f[1].get("source", "")) != stub]
+    return (answered or found)[-1]
 
 
 def content_hash(raw: bytes) -> str:

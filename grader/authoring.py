@@ -1,7 +1,7 @@
 """The marker format of a source notebook, and the student template made from it.
 
 A cell's role is given by its first line (readable in any editor) and, in the generated
-template, by its metadata too (so a cell whose first line was edited is still found):
+template, by its metadata too (the vocabulary itself lives in grader/cells.py):
 
 ==============================  =========================================================
 first line                      role
@@ -28,31 +28,26 @@ See docs/authoring.md for a worked example.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
 
+from .cells import ANSWER as ANSWER
+from .cells import GIVEN as GIVEN
+from .cells import MANUAL as MANUAL
+from .cells import MD_PLACEHOLDER as MD_PLACEHOLDER
+from .cells import PARAMETERS as PARAMETERS
+from .cells import CellRole as CellRole
+from .cells import cell_checksum as cell_checksum
+from .cells import cell_role as cell_role
+from .cells import role_from_markers as role_from_markers
 from .errors import SpecError
 from .fileio import atomic_write_text
 from .spec import AssignmentSpec
 
-GIVEN = "given"
-ANSWER = "answer"
-MANUAL = "manual"
-PARAMETERS = "parameters"
-SELFCHECK = "selfcheck"
-ROLES = (GIVEN, ANSWER, MANUAL, PARAMETERS, SELFCHECK)
-LOCKED_ROLES = (GIVEN, SELFCHECK)
-
-ANSWER_CODE_RE = re.compile(r"^\s*#\s*ANSWER:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
-ANSWER_MD_RE = re.compile(r"^\s*<!--\s*ANSWER:\s*([A-Za-z_][A-Za-z0-9_]*)\s*-->\s*$")
-PARAMETERS_RE = re.compile(r"^\s*#\s*PARAMETERS\b")
-SELFCHECK_RE = re.compile(r"^\s*#\s*SELFCHECK\b")
 SOLUTION_LINE_RE = re.compile(r"^(?P<indent>\s*)(?P<body>.*?)\s*#\s*SOLUTION\s*$")
 ASSIGNMENT_RE = re.compile(r"^(?P<target>[A-Za-z_][A-Za-z0-9_\.\[\]\"' ,]*?)\s*=(?!=)")
 BEGIN_SOLUTION = re.compile(r"^\s*#\s*BEGIN SOLUTION\s*$")
@@ -61,68 +56,7 @@ BEGIN_STUB = re.compile(r"^\s*#\s*BEGIN STUB\s*$")
 END_STUB = re.compile(r"^\s*#\s*END STUB\s*$")
 MD_BEGIN = re.compile(r"^\s*<!--\s*BEGIN SOLUTION\s*-->\s*$")
 MD_END = re.compile(r"^\s*<!--\s*END SOLUTION\s*-->\s*$")
-MD_PLACEHOLDER = "_Type your answer here._"
 TEMPLATE_NBFORMAT_MINOR = 5
-
-
-@dataclass(frozen=True)
-class CellRole:
-    role: str
-    question: str | None = None
-
-    @property
-    def locked(self) -> bool:
-        return self.role in LOCKED_ROLES
-
-
-def first_line(source: str) -> str:
-    for line in source.splitlines():
-        if line.strip():
-            return line
-    return ""
-
-
-def role_from_markers(cell: NotebookNode) -> CellRole:
-    """The role a cell's readable first-line marker gives it."""
-    line = first_line(cell.get("source", ""))
-    if cell.get("cell_type") == "code":
-        if m := ANSWER_CODE_RE.match(line):
-            return CellRole(ANSWER, m.group(1))
-        if PARAMETERS_RE.match(line):
-            return CellRole(PARAMETERS)
-        if SELFCHECK_RE.match(line):
-            return CellRole(SELFCHECK)
-    elif cell.get("cell_type") == "markdown":
-        if m := ANSWER_MD_RE.match(line):
-            return CellRole(MANUAL, m.group(1))
-    return CellRole(GIVEN)
-
-
-def role_from_metadata(cell: NotebookNode) -> CellRole | None:
-    meta = cell.get("metadata", {}).get("grader")
-    if not isinstance(meta, dict) or meta.get("role") not in ROLES:
-        return None
-    question = meta.get("question")
-    return CellRole(str(meta["role"]), str(question) if question else None)
-
-
-def cell_role(cell: NotebookNode) -> CellRole:
-    """Markers win; metadata is the fallback for a cell whose marker line was lost."""
-    marked = role_from_markers(cell)
-    if marked.role != GIVEN:
-        return marked
-    return role_from_metadata(cell) or marked
-
-
-def normalise_source(source: str) -> str:
-    """Line endings and trailing blanks do not count as changes."""
-    lines = source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join(line.rstrip() for line in lines).strip("\n")
-
-
-def cell_checksum(cell_type: str, source: str) -> str:
-    payload = f"{cell_type}\n{normalise_source(source)}".encode()
-    return hashlib.sha256(payload).hexdigest()
 
 
 def _strip_code(source: str, where: str) -> str:

@@ -15,7 +15,9 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import re
+import stat
 import sys
 import time
 import zipfile
@@ -32,8 +34,8 @@ from .course import SOURCE_CSV, SOURCE_MTIME, SOURCE_ZIP, CourseFiles, finish_re
 from .errors import GraderError, UsageError
 from .fileio import atomic_write_text
 from .gradebook import Gradebook
-from .report import grade_table, one_line, write_outputs
-from .results import SubmissionResult
+from .report import csv_unescape, grade_table, one_line, write_outputs
+from .results import SubmissionResult, writable_text
 from .scoring import apply_manual_score, choose_newest, parse_points, ungradable
 from .spec import AssignmentSpec, SandboxLimits
 
@@ -53,6 +55,7 @@ class Submission:
     member: str | None = None  # inside a zip archive
     mtime: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
     time_source: str = SOURCE_MTIME  # where `mtime` came from: grader/course.py
+    refused: str | None = None  # why it is not read at all (a symbolic link)
 
     def origin(self) -> dict[str, Any]:
         """The LMS user id and `_LATE` marker of a Canvas file name, and the time's source."""
@@ -66,6 +69,8 @@ class Submission:
 
     def read(self) -> bytes:
         """The submission's bytes; OSError for anything that stops reading them."""
+        if self.refused:
+            raise OSError(self.refused)
         limit = MAX_SUBMISSION_BYTES
         try:
             if self.member is None:
@@ -82,11 +87,31 @@ class Submission:
             raise OSError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def name_text(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (`jos\\xe9.ipynb`, kept by Python as
+    surrogate escapes) are read as Latin-1, so the name can be stored, printed and written."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return writable_text(os.fsencode(name).decode("latin-1"))
+        except UnicodeEncodeError:  # a lone surrogate that no file system byte made
+            return writable_text(name)
+    return name
+
+
 def student_from_name(name: str) -> str:
     """`lastfirst_12345_67890_mnist_nn.ipynb` -> `lastfirst`; `alice.ipynb` -> `alice`."""
+    name = name_text(name)
     stem = Path(name).stem if name.lower().endswith(".ipynb") else Path(name).name
     match = CANVAS_RE.match(stem)
     return match.group("student") if match else stem
+
+
+LINK_REFUSED = (
+    "{what} is a symbolic link; links are not followed in submissions "
+    "(ask the student to upload the notebook file itself)"
+)
 
 
 def _skip(path: Path) -> bool:
@@ -96,7 +121,9 @@ def _skip(path: Path) -> bool:
 def _from_zip(archive: Path, owner: str | None) -> list[Submission]:
     """The notebooks in a zip. A student's own zip (`owner`: found in their folder or named
     as an LMS names a student's file) is all theirs, dated by the file; only a class archive
-    passed by the instructor names students by the folders and files inside it."""
+    passed by the instructor names students by the folders and files inside it. A member
+    that is a symbolic link is refused, never read."""
+    label = name_text(str(archive))
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = [
@@ -108,27 +135,32 @@ def _from_zip(archive: Path, owner: str | None) -> list[Submission]:
             ]
     except Exception:  # not a zip, truncated, unreadable: one broken submission, never a stop
         student = owner or student_from_name(archive.stem)
-        return [Submission(student, str(archive), archive, None, _mtime(archive))]
+        return [Submission(student, label, archive, None, _mtime(archive))]
     subs = []
     for info in infos:
         parts = Path(info.filename).parts
         if owner is not None:
             student, mtime, source = owner, _mtime(archive), SOURCE_MTIME
         else:
-            student = parts[-2] if len(parts) >= 2 else student_from_name(parts[-1])
+            student = name_text(parts[-2]) if len(parts) >= 2 else student_from_name(parts[-1])
             try:
                 mtime = datetime(*info.date_time, tzinfo=UTC)
                 source = SOURCE_ZIP
             except (ValueError, TypeError):
                 mtime, source = _mtime(archive), SOURCE_MTIME
-        label = f"{archive.name}:{info.filename}"
-        subs.append(Submission(student, label, archive, info.filename, mtime, source))
+        label = f"{name_text(archive.name)}:{name_text(info.filename)}"
+        refused = None
+        if stat.S_ISLNK(info.external_attr >> 16):
+            refused = LINK_REFUSED.format(what=label)
+        subs.append(
+            Submission(student, label, archive, info.filename, mtime, source, refused=refused)
+        )
     return subs
 
 
 def _zip_owner(name: str) -> str | None:
     """The student a zip belongs to when its name says so (`lastfirst_12345_67890_x.zip`)."""
-    stem = Path(name).stem
+    stem = Path(name_text(name)).stem
     match = CANVAS_RE.match(stem)
     return match.group("student") if match else None
 
@@ -138,29 +170,27 @@ def _mtime(path: Path) -> datetime:
 
 
 def discover(paths: list[Path]) -> list[Submission]:
-    """Every submission under the given paths (files, folders, zip archives)."""
+    """Every submission under the given paths (files, folders, zip archives). Symbolic links
+    inside them, and a file argument that is one, are refused submissions, never followed."""
     found: list[Submission] = []
     for path in paths:
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise UsageError(f"{path} does not exist", hint="pass notebook files or folders")
-        if path.is_file():
-            if path.suffix.lower() == ".zip":
-                found += _from_zip(path, _zip_owner(path.name))
-            else:
-                found.append(
-                    Submission(student_from_name(path.name), str(path), path, None, _mtime(path))
-                )
-            continue
-        for file in sorted(path.rglob("*")):
-            rel = file.relative_to(path)
-            if not file.is_file() or _skip(rel):
-                continue
-            if file.suffix.lower() == ".zip":
-                owner = rel.parts[0] if len(rel.parts) >= 2 else _zip_owner(file.name)
-                found += _from_zip(file, owner)
-            elif file.suffix.lower() == ".ipynb":
-                student = rel.parts[0] if len(rel.parts) >= 2 else student_from_name(file.name)
-                found.append(Submission(student, str(file), file, None, _mtime(file)))
+        if path.is_symlink() and not path.is_dir():
+            found.append(_refused(path, path.name, None))
+        elif path.is_file() and path.suffix.lower() == ".zip":
+            found += _from_zip(path, _zip_owner(path.name))
+        elif path.is_file():
+            student = student_from_name(path.name)
+            found.append(Submission(student, name_text(str(path)), path, None, _mtime(path)))
+        else:
+            for file, rel in _walk(path):
+                owner = name_text(rel.parts[0]) if len(rel.parts) >= 2 else None
+                if file.is_symlink():
+                    if owner is not None or file.suffix.lower() in (".ipynb", ".zip"):
+                        found.append(_refused(file, file.name, owner))
+                else:
+                    found += _from_file(file, file.name, owner)
     return found
 
 
@@ -180,6 +210,36 @@ def _explicit_times(subs: list[Submission], csv_path: Path) -> list[Submission]:
         when = time_for(table, sub.student, sub.label)
         out.append(replace(sub, mtime=when.astimezone(UTC), time_source=SOURCE_CSV) if when else sub)
     return out
+
+
+def _walk(folder: Path) -> list[tuple[Path, Path]]:
+    """Files and links under `folder`, sorted, without following any link."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        base = Path(root)
+        links = [d for d in dirs if (base / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in links and not _skip(Path(d))]
+        for name in [*files, *links]:
+            rel = (base / name).relative_to(folder)
+            if not _skip(rel):
+                out.append((base / name, rel))
+    return sorted(out)
+
+
+def _from_file(file: Path, name: str, owner: str | None) -> list[Submission]:
+    if file.suffix.lower() == ".zip":
+        return _from_zip(file, owner or _zip_owner(name))
+    if file.suffix.lower() == ".ipynb":
+        student = owner or student_from_name(name)
+        return [Submission(student, name_text(str(file)), file, None, _mtime(file))]
+    return []
+
+
+def _refused(link: Path, name: str, owner: str | None) -> Submission:
+    label = name_text(str(link))
+    student = owner or student_from_name(name)
+    when = datetime.fromtimestamp(link.lstat().st_mtime, UTC)
+    return Submission(student, label, link, None, when, refused=LINK_REFUSED.format(what=label))
 
 
 def newest_per_student(subs: list[Submission]) -> tuple[list[Submission], dict[str, list[str]]]:
@@ -345,6 +405,13 @@ def grade_batch(
     todo: list[Submission] = []
     progress = Progress(len(chosen), options.progress if options.progress is not None else True)
     for sub in chosen:
+        if sub.refused:
+            refused = _error_result(spec, sub, sub.refused)
+            book.save(refused, f"uncached:{key}:refused")
+            batch.graded += 1
+            batch.failed += 1
+            progress.update(sub.student, "(refused)")
+            continue
         cached = None
         if not options.force:
             try:
@@ -370,7 +437,7 @@ def grade_batch(
     results, course = finish_results(spec, results, out, options.course)
     batch.warnings += course.warnings
     batch.results = results
-    write_outputs(spec, results, out)
+    batch.warnings += write_outputs(spec, results, out)
     _write_log(out / "run.log", spec, batch, started)
     book.close()
     batch.seconds = round(time.monotonic() - started, 3)
@@ -457,7 +524,11 @@ def _run_pool(
                 continue
             except Exception as exc:  # a grader bug must not lose the batch: retry it alone
                 suspects[sub.student] = (sub, _describe(exc))
-                log.warning("internal error grading %s, retrying: %s", sub.student, _describe(exc))
+                log.warning(
+                    "internal error grading %s, retrying: %s",
+                    one_line(sub.student),
+                    one_line(_describe(exc)),
+                )
                 continue
             record(sub, result, cacheable=not result.grader_failed)
     finally:
@@ -518,6 +589,7 @@ def apply_manual(
         for i, q in enumerate(r.questions):
             if q.id in manual_ids and (r.student, q.id) in scores:
                 r.questions[i] = apply_manual_score(q, scores[(r.student, q.id)])
+        r.settle_status()
     return results
 
 
@@ -554,9 +626,7 @@ def import_manual(spec: AssignmentSpec, csv_path: Path, gradebook: Path) -> int:
                 continue
             if not 0 <= points <= manual_ids[qid].points:
                 raise UsageError(f"{where}: {points} is outside 0..{manual_ids[qid].points}")
-            student = row.get("student", "")
-            if student.startswith("'"):  # csv_safe's guard against spreadsheet formulas
-                student = student[1:]
+            student = csv_unescape(row.get("student", ""))
             if student not in students:
                 raise UsageError(
                     f"{where}: no graded submission from student {student!r}",
@@ -583,7 +653,8 @@ def rebuild_outputs(
     results, report = finish_results(spec, results, out, course)
     if warnings is not None:
         warnings += report.warnings
-    write_outputs(spec, results, out)
+    for problem in write_outputs(spec, results, out):
+        log.warning("%s", one_line(problem))
     return results
 
 

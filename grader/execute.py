@@ -35,7 +35,8 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
 from . import selfcheck
-from .authoring import ANSWER, GIVEN, PARAMETERS, SELFCHECK, cell_role
+from .cells import ANSWER, GIVEN, PARAMETERS, SELFCHECK, cell_label, cell_role
+from .payload import FrameGuard, bounded, cap_session
 from .sandbox import ASYNC_CLIENT
 from .spec import GradingSpec, SandboxLimits
 
@@ -412,6 +413,8 @@ class _Attempt:
             resources={"metadata": {"path": str(workdir)}},
         )
         client.max_output_bytes = max(0, max_output)
+        frames = FrameGuard()
+        cap_session(km.session, frames)  # before any message is decoded
         client.nonce = self.nonce
         client.on_kernel_started_cell = self.kernel_started_cell
 
@@ -457,7 +460,8 @@ class _Attempt:
             with contextlib.suppress(Exception):
                 km.cleanup_resources()
         self.output_bytes = client.output_bytes
-        self.truncated = client.truncated
+        self.truncated = client.truncated or bool(frames.dropped)
+        self.report.log += frames.dropped
 
 
 def run_notebook(
@@ -509,7 +513,7 @@ def run_notebook(
                 for part in ("values", "models"):
                     found = got.get(part) if isinstance(got, dict) else None
                     if isinstance(found, dict):
-                        answers[part].update(found)
+                        answers[part].update({k: bounded(v) for k, v in found.items()})
         index = run.current_index
         if run.died and run.timed_out_index >= 0:
             index = run.timed_out_index  # the cell that ignored its interrupt, not the next
@@ -529,7 +533,8 @@ def run_notebook(
                 then = f"not restarted: {MAX_RESTARTS} restarts already"
             else:
                 then = f"not restarted: only {max(0, int(left))} s of the notebook's time left"
-            report.log.append(f"attempt {attempt + 1}: the kernel {reason} in cell {index} ({then})")
+            where = cell_label(run.nb.cells[index], index) if index >= 0 else "no cell"
+            report.log.append(f"attempt {attempt + 1}: the kernel {reason} in {where} ({then})")
         if run.error:
             report.log.append(run.error)
         report.notebook = run.nb

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from nbformat import NotebookNode
 from . import results as R
 from .assemble import Assembly, assemble, content_hash, parse_notebook
 from .authoring import load_source, make_template, recorded_assignment
+from .cells import ANSWER, cell_label, cell_role
 from .checking import (
     Answer,
     CheckContext,
@@ -153,7 +155,8 @@ def _execution_problem(report: ExecutionReport) -> str:
         parts.append("the notebook ran out of time and later cells were skipped")
     died = [c for c in report.cells if c.status == "died"]
     if died:
-        parts.append(f"the kernel died in cell {died[0].index}")
+        cell = report.notebook.cells[died[0].index]
+        parts.append(f"the kernel died in {cell_label(cell, died[0].index)}")
     if report.restarts:
         parts.append(f"the kernel was restarted {report.restarts} time(s)")
     if report.output_truncated:
@@ -175,6 +178,45 @@ def grade_question(
         raise SubmissionError(f"assignment {session.spec.id!r} has no checks module")
     checks = run_check(q, answer, session.ctx(), session.checks)
     return score_question(q.id, q.points, checks, q.subchecks)
+
+
+# A given (locked) cell that fails with one of these, times out or kills the kernel failed
+# because of the machine, not because of the student's answers.
+ENVIRONMENT_ERRORS = frozenset(
+    {"ModuleNotFoundError", "ImportError", "OSError", "FileNotFoundError", "PermissionError",
+     "MemoryError", "ConnectionError", "TimeoutError", "CellTimeoutError"}
+)
+
+
+def given_cell_failures(report: ExecutionReport, result: SubmissionResult) -> None:
+    """A given cell that failed because of the environment: every question it can have cost
+    points (a model, or an answer cell after it) is ungradable, with that reason."""
+    failed = [
+        c
+        for c in report.cells
+        if c.kind == "given"
+        and (c.status in ("timeout", "died") or c.error.split(":")[0] in ENVIRONMENT_ERRORS)
+    ]
+    if not failed:
+        return
+    first = failed[0]
+    name = cell_label(report.notebook.cells[first.index], first.index)
+    reason = (
+        f"a given cell ({name}) {'timed out' if first.status == 'timeout' else first.status}"
+        f" because of the grading environment, not your answers: {first.error[:200]}"
+    )
+    result.warnings.append(reason)
+    answer_at = {
+        cell_role(c).question: i
+        for i, c in enumerate(report.notebook.cells)
+        if cell_role(c).role == ANSWER
+    }
+    for i, q in enumerate(result.questions):
+        after = answer_at.get(q.id, -1) > first.index
+        if q.status not in (R.Q_PASSED, R.Q_MANUAL) and (after or q.id not in answer_at):
+            result.questions[i] = R.QuestionResult(
+                q.id, R.Q_UNGRADABLE, q.points, q.max_points, q.checks, reason
+            )
 
 
 def grade_bytes(
@@ -215,6 +257,7 @@ def grade_bytes(
         result.questions = [ungradable(q.id, q.points, message) for q in spec.questions]
         return result
     asm = assemble(session.template, nb)
+    result.timings["assemble"] = asm.seconds
     result.changed_cells = asm.changed
     result.warnings += asm.warnings
     result.manual_answers = asm.manual_answers
@@ -226,26 +269,30 @@ def grade_bytes(
         models = [q.variable for q in spec.auto_questions if q.kind == "model"]
         values = [q.variable for q in spec.auto_questions if q.kind == "value"]
         variables = {q.id: q.variable for q in spec.auto_questions if q.kind == "value"}
-        report = run_notebook(
-            asm.notebook,
-            workdir=workdir,
-            grading=spec.grading,
-            limits=session.limits,
-            values=values,
-            models=models,
-            answer_variables=variables,
-            kernel_factory=session.kernel_factory,
-            env=kernel_env(spec.grading, workdir),
-            cell_timeout=session.cell_timeout,
-            notebook_timeout=session.notebook_timeout,
-        )
+        with warnings.catch_warnings(record=True) as caught:  # nbformat's go to run.log
+            warnings.simplefilter("always")
+            report = run_notebook(
+                asm.notebook,
+                workdir=workdir,
+                grading=spec.grading,
+                limits=session.limits,
+                values=values,
+                models=models,
+                answer_variables=variables,
+                kernel_factory=session.kernel_factory,
+                env=kernel_env(spec.grading, workdir),
+                cell_timeout=session.cell_timeout,
+                notebook_timeout=session.notebook_timeout,
+            )
+        result.log += [f"{w.category.__name__}: {w.message}" for w in caught]
         result.timings["execute"] = report.seconds
         result.log += report.log
         for cell in report.failed_cells():
             if cell.kind in ("setup", "inject", "snapshot", "extract"):
                 result.log.append(f"grader cell {cell.index} {cell.status}: {cell.error}")
             else:
-                result.log.append(f"cell {cell.index} ({cell.kind}) {cell.status}: {cell.error}")
+                name = cell_label(report.notebook.cells[cell.index], cell.index)
+                result.log.append(f"{name} ({cell.kind}) {cell.status}: {cell.error}")
         problem = _execution_problem(report)
         if problem:
             result.warnings.append(problem)
@@ -266,8 +313,12 @@ def grade_bytes(
         result.questions.append(grade_question(session, q, answers[q.id], report))
     result.timings["checks"] = round(time.monotonic() - check_started, 3)
     result.timings["total"] = round(time.monotonic() - started, 3)
+    if report is not None:
+        given_cell_failures(report, result)
     if report is None or any(q.status == R.Q_UNGRADABLE for q in result.questions):
         result.status = R.PARTIAL
+    elif any(q.status == R.Q_MANUAL for q in result.questions):
+        result.status = R.NEEDS_MANUAL
     return result
 
 

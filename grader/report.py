@@ -57,11 +57,17 @@ def html_safe(text: object) -> str:
 
 
 def csv_safe(value: object) -> str:
-    """A cell a spreadsheet will not run as a formula."""
+    """A cell a spreadsheet will not run as a formula. Reversible (`csv_unescape`): text that
+    starts with a quote gets one too, so `'=x` and `=x` never read back as one name."""
     text = "" if value is None else str(value)
-    if text and text[0] in _CSV_FORMULA and not _is_number(text):
+    if text and text[0] in (*_CSV_FORMULA, "'") and not _is_number(text):
         return "'" + text
     return text
+
+
+def csv_unescape(text: str) -> str:
+    """The value `csv_safe` was given."""
+    return text[1:] if text.startswith("'") else text
 
 
 def _is_number(text: str) -> bool:
@@ -81,7 +87,7 @@ def grades_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str
     writer = csv.writer(buffer, lineterminator="\n")
     qids = [q.id for q in spec.questions]
     writer.writerow(
-        ["student", "file", *qids, "total", "max", *LATE_COLUMNS, "final", "status", "notes"]
+        ["student", "file", *qids, "total", "max", *LATE_COLUMNS, "final", "status", "score", "notes"]
     )
     for r in sorted(results, key=lambda r: r.student):
         by_id = {q.id: q for q in r.questions}
@@ -94,7 +100,7 @@ def grades_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str
                 row.append(_fmt(q.points))
         notes = "; ".join(([r.error] if r.error else []) + r.changed_cells[:3])
         row += [_fmt(r.total), _fmt(spec_total(spec)), *_late_cells(r), _fmt(r.final)]
-        row += [r.status, csv_safe(notes[:300])]
+        row += [r.status, score_text(r, spec), csv_safe(notes[:300])]
         writer.writerow(row)
     return buffer.getvalue()
 
@@ -156,7 +162,8 @@ def feedback_markdown(spec: AssignmentSpec, r: SubmissionResult) -> str:
         "",
         f"- Student: `{lit(r.student)}`",
         f"- File: `{lit(r.file)}`",
-        f"- Score: **{_fmt(r.total)} / {_fmt(spec_total(spec))}** (status: {r.status})",
+        f"- Score: **{_fmt(r.total)} / {_fmt(spec_total(spec))}** ({score_text(r, spec)}; "
+        f"status: {r.status})",
         "",
     ]
     if r.error:
@@ -194,7 +201,8 @@ def feedback_html(spec: AssignmentSpec, r: SubmissionResult) -> str:
         "</style></head><body>",
         f"<h1>{e(spec.title)}: feedback</h1>",
         f"<p>Student: <code>{e(r.student)}</code><br>File: <code>{e(r.file)}</code><br>"
-        f"Score: <strong>{_fmt(r.total)} / {_fmt(spec_total(spec))}</strong> ({e(r.status)})</p>",
+        f"Score: <strong>{_fmt(r.total)} / {_fmt(spec_total(spec))}</strong> "
+        f"({e(score_text(r, spec))}; {e(r.status)})</p>",
     ]
     if r.error:
         parts.append(f"<p class='fail'>Your submission could not be graded: {e(r.error)}</p>")
@@ -236,28 +244,45 @@ def write_feedback(spec: AssignmentSpec, r: SubmissionResult, folder: Path) -> N
     atomic_write_text(folder / f"{name}.html", feedback_html(spec, r))
 
 
-def write_outputs(spec: AssignmentSpec, results: list[SubmissionResult], out: Path) -> None:
-    """Every output file of a batch, each written atomically."""
+def write_outputs(spec: AssignmentSpec, results: list[SubmissionResult], out: Path) -> list[str]:
+    """Every output file of a batch, each written atomically; returns the problems. One
+    student's feedback that cannot be written never stops the others' or the tables."""
     out.mkdir(parents=True, exist_ok=True)
+    problems = []
     for r in results:
-        write_feedback(spec, r, out / "feedback")
+        try:
+            write_feedback(spec, r, out / "feedback")
+        except (OSError, ValueError) as exc:  # UnicodeError is a ValueError
+            problems.append(f"{r.student}: feedback not written: {type(exc).__name__}: {exc}")
     atomic_write_text(out / "manual.csv", manual_csv(spec, results))
     atomic_write_text(out / "grades.csv", grades_csv(spec, results))
+    return problems
+
+
+def score_text(r: SubmissionResult, spec: AssignmentSpec) -> str:
+    """`15/15 auto, 10 pending` while free-response answers wait for a score."""
+    auto_ids = {q.id for q in spec.questions if q.auto}
+    auto = sum(q.points for q in r.questions if q.id in auto_ids)
+    auto_max = sum(q.points for q in spec.questions if q.auto)
+    text = f"{auto:g}/{auto_max:g} auto"
+    pending = r.pending_points
+    manual = r.total - auto
+    if manual or (spec.manual_questions and not pending):
+        text += f", {manual:g} manual"
+    return text + (f", {pending:g} pending" if pending else "")
 
 
 def grade_table(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str:
     """The table printed at the end of a batch (terminal-safe)."""
     rows = sorted(results, key=lambda r: r.student)
     auto = [q for q in spec.questions if q.auto]
-    header = ["student", *[q.id[:12] for q in auto], "auto", "status"]
+    header = ["student", *[q.id[:12] for q in auto], "score", "status"]
     table = [header]
-    auto_max = sum(q.points for q in auto)
     for r in rows:
         by_id = {q.id: q for q in r.questions}
         cells = [one_line(r.student)[:28]]
         cells += [_fmt(by_id[q.id].points) if q.id in by_id else "-" for q in auto]
-        earned = sum(by_id[q.id].points for q in auto if q.id in by_id)
-        cells += [f"{earned:g}/{auto_max:g}", r.status]
+        cells += [score_text(r, spec), r.status]
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join(

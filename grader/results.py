@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Submission status values, from best to worst.
-GRADED = "graded"  # every auto-graded question was checked
+GRADED = "graded"  # every question was checked (and every manual one scored)
+NEEDS_MANUAL = "needs manual grading"  # auto-graded; free-response answers wait for a score
 PARTIAL = "partial"  # the notebook ran but some questions could not be graded (fault, timeout)
 ERROR = "error"  # the submission could not be graded at all (unreadable file, ...)
 
@@ -20,6 +21,27 @@ Q_FAILED = "failed"
 Q_MISSING = "missing"  # no answer found in the notebook
 Q_UNGRADABLE = "ungradable"  # the answer could not be produced (kernel died, timeout)
 Q_MANUAL = "manual"  # waits for a human score
+
+
+def writable_text(text: str) -> str:
+    """Text any file, terminal or database can hold: lone surrogates (from a JSON escape such
+    as \\ud800, or an undecodable file name) become U+FFFD; valid pairs are joined."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def writable(data: Any) -> Any:
+    """`writable_text` applied to every string (keys too) of plain JSON-like data."""
+    if isinstance(data, str):
+        return writable_text(data)
+    if isinstance(data, dict):
+        return {writable(k): writable(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [writable(v) for v in data]
+    return data
 
 
 @dataclass
@@ -86,6 +108,16 @@ class SubmissionResult:
         return round(self.total * (1 - penalty / 100), 6)
 
     @property
+    def pending_points(self) -> float:
+        """Points of free-response questions that wait for a human's score."""
+        return round(sum(q.max_points for q in self.questions if q.status == Q_MANUAL), 6)
+
+    def settle_status(self) -> None:
+        """`graded` and `needs manual grading` follow the manual scores given so far."""
+        if self.status in (GRADED, NEEDS_MANUAL):
+            self.status = NEEDS_MANUAL if self.pending_points else GRADED
+
+    @property
     def grader_failed(self) -> bool:
         """A check could not be completed (the grader's failure, not the student's)."""
         return any(
@@ -106,6 +138,6 @@ class SubmissionResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubmissionResult:
-        data = {k: v for k, v in data.items() if k not in ("total", "max_total")}
+        data = writable({k: v for k, v in data.items() if k not in ("total", "max_total")})
         data["questions"] = [QuestionResult.from_dict(q) for q in data.get("questions", [])]
         return cls(**data)

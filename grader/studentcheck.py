@@ -9,6 +9,7 @@ instructor's checkout); they hold no answer and no hidden check.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .assemble import read_submission
+from .cells import cell_label, mark_origin
 from .data import resolve_dataset, stage_dataset
-from .errors import UsageError
+from .errors import SpecError, UsageError
 from .execute import kernel_env, run_notebook
 from .spec import DatasetSpec, GradingSpec, SandboxLimits
 
@@ -34,17 +36,27 @@ def public_from_selfcheck(path: Path) -> dict[str, Any]:
     return data
 
 
-def find_public(notebook: Path, assignment: str | None) -> dict[str, Any]:
-    if assignment:
-        from .release import public_checks
-        from .spec import find_assignment
+def find_public(
+    notebook: Path, assignment: str | None, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The public checks: of `--assignment`, else of the selfcheck.py beside the notebook,
+    else of the assignment the notebook's own metadata names (an instructor's checkout)."""
+    from .release import public_checks
+    from .spec import find_assignment
 
+    if assignment:
         return public_checks(find_assignment(assignment))
     beside = notebook.parent / "selfcheck.py"
     if beside.is_file():
         return public_from_selfcheck(beside)
+    named = (metadata or {}).get("grader", {}).get("assignment")
+    if isinstance(named, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", named):
+        for root in [*notebook.resolve().parents, None]:
+            with contextlib.suppress(SpecError):
+                return public_checks(find_assignment(named, root))
     raise UsageError(
-        f"no selfcheck.py next to {notebook}",
+        f"no selfcheck.py next to {notebook}"
+        + (f", and no assignment {named!r} (named in the notebook) was found" if named else ""),
         hint="put the selfcheck.py of the assignment beside your notebook, or pass --assignment",
     )
 
@@ -73,8 +85,10 @@ def check_notebook(
     sandbox: bool = True,
 ) -> tuple[list[dict[str, str]], list[str]]:
     """Run the notebook and its public checks: (results, notes about the run)."""
-    public = find_public(notebook, assignment)
     nb, notes = read_submission(notebook)
+    public = find_public(notebook, assignment, nb.metadata)
+    for position, cell in enumerate(nb.cells):
+        mark_origin(cell, position, cell.get("source", ""))
     grading = GradingSpec(**{k: v for k, v in public.get("grading", {}).items()})
     limits = SandboxLimits()
     workdir = Path(tempfile.mkdtemp(prefix="grader-check-"))
@@ -111,7 +125,8 @@ def check_notebook(
         shutil.rmtree(workdir, ignore_errors=True)
     for cell in report.failed_cells():
         if cell.kind in ("student", "given", "parameters"):
-            notes.append(f"cell {cell.index} {cell.status}: {cell.error}")
+            name = cell_label(report.notebook.cells[cell.index], cell.index)
+            notes.append(f"{name} {cell.status}: {cell.error}")
     results: list[dict[str, str]] = []
     for payload in report.payloads:
         results = payload.get("results", [])

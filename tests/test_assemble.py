@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from grader.assemble import assemble, parse_notebook
-from grader.authoring import cell_checksum
+from grader.cells import cell_checksum
 from grader.errors import SubmissionError
 
 

@@ -24,14 +24,11 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from grader.authoring import (  # noqa: E402
-    ANSWER,
-    MANUAL,
-    PARAMETERS,
-    cell_role,
     load_source,
     make_template,
     notebook_text,
 )
+from grader.cells import ANSWER, MANUAL, PARAMETERS, cell_role  # noqa: E402
 from grader.spec import load_spec  # noqa: E402
 
 SPEC = load_spec(ROOT / "solutions" / "mnist_nn")
