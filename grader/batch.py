@@ -186,8 +186,8 @@ def discover(paths: list[Path]) -> list[Submission]:
         else:
             for file, rel in _walk(path):
                 owner = name_text(rel.parts[0]) if len(rel.parts) >= 2 else None
-                if file.is_symlink():
-                    if owner is not None or file.suffix.lower() in (".ipynb", ".zip"):
+                if file.is_symlink():  # a linked notebook, zip or student folder
+                    if owner or file.is_dir() or file.suffix.lower() in (".ipynb", ".zip"):
                         found.append(_refused(file, file.name, owner))
                 else:
                     found += _from_file(file, file.name, owner)

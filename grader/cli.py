@@ -103,8 +103,10 @@ def cmd_grade(args: argparse.Namespace) -> int:
         f"\n{len(batch.results)} students: {batch.graded} graded, {batch.cached} unchanged "
         f"(cached), {batch.failed} unreadable; {batch.seconds:.1f}s. Outputs in {out}/"
     )
-    for warning in batch.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    from .report import one_line
+
+    for warning in batch.warnings:  # they quote file and student names: escaped
+        print(f"warning: {one_line(warning)}", file=sys.stderr)
     return 0
 
 

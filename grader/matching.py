@@ -15,6 +15,7 @@ import ast
 import difflib
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 FUZZY_LOCKED_RATIO = 0.75
@@ -95,34 +96,49 @@ def choose_candidate(
 
 
 class FuzzyMatcher:
-    """Edited copies of locked cells, found by text similarity within a time budget."""
+    """Edited copies of locked cells, found by text similarity within a time budget.
+
+    `difflib`'s ratio costs up to the product of the two lengths, so it runs only for pairs
+    whose cheap upper bounds (lengths, then character counts) could still beat the best
+    match so far, best bound first, on texts capped at FUZZY_MAX_CHARS.
+    """
 
     def __init__(self, budget: float = FUZZY_BUDGET_SECONDS) -> None:
         self.deadline = time.monotonic() + budget
         self.pairs_compared = 0
         self.budget_exhausted = False
+        self._counts: dict[str, Counter[str]] = {}
+
+    def _count(self, text: str) -> Counter[str]:
+        if text not in self._counts:
+            self._counts[text] = Counter(text)
+        return self._counts[text]
 
     def best(self, text: str, candidates: list[tuple[int, str]]) -> int | None:
         """The candidate (index, text) most similar to `text` at FUZZY_LOCKED_RATIO or more."""
         text = text[:FUZZY_MAX_CHARS]
-        if not text:
+        if not text or self.budget_exhausted:
             return None
-        best, best_ratio = None, FUZZY_LOCKED_RATIO
+        counts = self._count(text)
+        bounded: list[tuple[float, int, str]] = []
         for index, other in candidates:
             other = other[:FUZZY_MAX_CHARS]
-            if not other:
-                continue
-            shorter, longer = sorted((len(text), len(other)))
-            if 2 * shorter / (shorter + longer) < best_ratio:
+            total = len(text) + len(other)
+            if not other or 2 * min(len(text), len(other)) / total < FUZZY_LOCKED_RATIO:
                 continue  # no alignment of such different lengths can reach the ratio
+            bound = 2 * sum((counts & self._count(other)).values()) / total
+            if bound >= FUZZY_LOCKED_RATIO:
+                bounded.append((bound, index, other))
+        bounded.sort(key=lambda b: -b[0])
+        best, best_ratio = None, FUZZY_LOCKED_RATIO
+        for bound, index, other in bounded:
+            if bound < best_ratio or (best is not None and bound == best_ratio):
+                break  # nothing further down can do better
             if time.monotonic() > self.deadline:
                 self.budget_exhausted = True
-                return best
-            matcher = difflib.SequenceMatcher(None, other, text, autojunk=False)
-            if matcher.real_quick_ratio() < best_ratio or matcher.quick_ratio() < best_ratio:
-                continue
+                break
             self.pairs_compared += 1
-            ratio = matcher.ratio()
+            ratio = difflib.SequenceMatcher(None, other, text, autojunk=False).ratio()
             if ratio > best_ratio or (best is None and ratio == best_ratio):
                 best, best_ratio = index, ratio
         return best

@@ -5,9 +5,10 @@ import json
 import nbformat
 import pytest
 
-from grader.assemble import assemble, parse_notebook
-from grader.cells import cell_checksum
+from grader.assemble import assemble, manual_text, parse_notebook
+from grader.cells import ORIGIN_KEY, cell_checksum, cell_label
 from grader.errors import SubmissionError
+from grader.matching import FuzzyMatcher, defined_names
 
 
 def _template() -> nbformat.NotebookNode:
@@ -171,3 +172,169 @@ def test_missing_and_duplicate_ids_are_repaired():
     del data["cells"][0]["id"]
     parsed, _ = parse_notebook(json.dumps(data).encode(), "ids.ipynb")
     assert all(c.get("id") for c in parsed.cells)
+
+
+# ------------------------------------------------ answers found by content (issue #12, 1)
+
+
+def _strip_answer_markers(cells):
+    for cell in cells:
+        cell.metadata = {}
+    cells[2].source = "x = 4"  # the student rewrote the whole cell: marker gone too
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "x_source", "why"),
+    [
+        ("rewritten, metadata stripped", _strip_answer_markers, "x = 4", "the only cell"),
+        (
+            "moved after the next given cell",
+            lambda c: (_strip_answer_markers(c), c.insert(3, c.pop(2))),
+            "x = 4",
+            "the only cell in the notebook",
+        ),
+        (
+            "a function defining the name",
+            lambda c: (_strip_answer_markers(c), setattr(c[2], "source", "def x():\n    return 4")),
+            "def x():\n    return 4",
+            "defines x",
+        ),
+        (
+            "assigned twice before the next given cell: the last one",
+            lambda c: (_strip_answer_markers(c), c.insert(2, nbformat.v4.new_code_cell("x = 5"))),
+            "x = 4",
+            "the last of 2 cells",
+        ),
+        (
+            "stub left, answer pasted beside the given cell above",
+            lambda c: c.insert(2, nbformat.v4.new_code_cell("x = 4")),
+            "x = 4",
+            "the only cell",
+        ),
+    ],
+)
+def test_answers_are_found_by_content(name, edit, x_source, why):
+    asm = assemble(_template(), _submission(edit))
+    assert asm.answer_sources["x"] == x_source, name
+    found = [w for w in asm.warnings if "graded as that answer" in w]
+    assert len(found) == 1 and why in found[0], asm.warnings
+    assert not any("graded as blank" in w for w in asm.warnings)
+    # the chosen cell runs once, in the answer's place: right before the next given cell
+    sources = _sources(asm.notebook)
+    assert sources.count(x_source) == 1
+    assert sources[sources.index(x_source) + 1] == _template().cells[3].source
+
+
+def test_the_reported_cell_is_the_students_own_cell_number():
+    def edit(cells):
+        _strip_answer_markers(cells)
+        cells.insert(0, nbformat.v4.new_markdown_cell("my notes"))
+        cells.insert(1, nbformat.v4.new_code_cell("import math"))
+
+    asm = assemble(_template(), _submission(edit))
+    found = next(w for w in asm.warnings if "graded as that answer" in w)
+    assert "cell 5 ('x = 4')" in found  # 1-based, as it sits in the student's file
+    origins = [c.metadata.get(ORIGIN_KEY, {}).get("position") for c in asm.notebook.cells]
+    assert origins == [0, 1, 2, 3, 4, 5, 6]
+    assert cell_label(asm.notebook.cells[4], 99) == "cell 5 of your notebook ('x = 4')"
+
+
+def test_an_edited_given_cell_is_named_where_the_student_has_it():
+    def edit(cells):
+        cells.insert(0, nbformat.v4.new_code_cell("import math"))
+        cells[2].source = cells[2].source.replace("sum()", "sum() * 0")
+
+    asm = assemble(_template(), _submission(edit))
+    assert asm.changed == ["cell 3 ('def cost_func(a, b):') was edited; the original was restored and graded"]
+
+
+def test_a_student_cell_is_not_an_answer_when_the_answer_cell_is_answered():
+    def edit(cells):
+        _answer(cells)
+        cells.insert(3, nbformat.v4.new_code_cell("x = 5  # exploring"))
+
+    asm = assemble(_template(), _submission(edit))
+    assert asm.answer_sources["x"] == "# ANSWER: x\nx = 4"
+    assert not any("graded as that answer" in w for w in asm.warnings)
+
+
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        ("x = 4", {"x"}),
+        ("x: int = 4", {"x"}),
+        ("a, (b, c) = 1, (2, 3)", {"a", "b", "c"}),
+        ("class NN_Model3(nn.Module):\n    pass", {"NN_Model3"}),
+        ("%matplotlib inline\nx = 4", {"x"}),
+        ("if True:\n    x = 4", set()),  # not at top level
+        ("print(x)", set()),
+        ("x = (", set()),
+    ],
+)
+def test_defined_names(source, names):
+    assert defined_names(source) == names
+
+
+# ------------------------------------------------ fuzzy matching is bounded (issue #12, 3)
+
+
+def _big_submission(cells: int, size: int) -> nbformat.NotebookNode:
+    """Every given cell's metadata stripped and edited, and many long cells of the student's:
+    the shape of the 201 KB notebook that kept main busy for 148 s."""
+    template = _template()
+    nb = _submission(lambda c: None)
+    for i, cell in enumerate(nb.cells):
+        cell.metadata = {}
+        cell["id"] = f"saved-by-another-editor-{i}"
+        cell.source += "\n# edited"
+    filler = "".join(chr(97 + (i * 7919) % 26) for i in range(size))
+    for i in range(cells):
+        nb.cells.append(nbformat.v4.new_code_cell(f"# note {i}\n" + filler[i:] + filler[:i]))
+    assert len(nbformat.writes(nb)) > 200_000
+    return template, nb
+
+
+def test_fuzzy_matching_skips_pairs_that_cannot_match():
+    template, nb = _big_submission(cells=60, size=3500)
+    asm = assemble(template, nb)
+    assert [c.source for c in asm.notebook.cells][1] == template.cells[1].source
+    assert len([c for c in asm.changed if "was edited" in c]) == 3
+    # long student cells are never compared with short given ones (length bound)
+    assert not any("took longer" in w for w in asm.warnings)
+
+
+def test_fuzzy_matching_stops_at_its_budget_and_says_so():
+    template, nb = _big_submission(cells=60, size=3500)
+    asm = assemble(template, nb, fuzzy_budget=0.0)
+    assert any("took longer than 0 s" in w for w in asm.warnings), asm.warnings
+    # nothing is lost: unmatched cells stay the student's, the given cells are restored
+    sources = _sources(asm.notebook)
+    assert all(c.source in sources for c in template.cells if c.metadata["grader"]["locked"])
+
+
+def test_fuzzy_matcher_prefilters_by_length():
+    matcher = FuzzyMatcher()
+    text = "def cost_func(a, b):\n    return ((a - b) ** 2).sum()"
+    assert matcher.best(text + " * 0", [(0, text), (1, text * 40)]) == 0
+    assert matcher.pairs_compared == 1
+
+
+# ------------------------------------------------ text that can be written (issue #12, 3)
+
+
+def test_lone_surrogates_are_replaced_where_the_notebook_is_read():
+    raw = (
+        b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": '
+        b'"markdown", "id": "a", "metadata": {}, "source": "<!-- ANSWER: why -->\\nsad \\ud800 face"}]}'
+    )
+    nb, _ = parse_notebook(raw, "s.ipynb")
+    assert nb.cells[0].source.endswith("sad \ufffd face")
+    nb.cells[0].source.encode("utf-8")
+
+
+def test_manual_answers_hold_the_students_text_only():
+    prompt = "<!-- ANSWER: why -->\n**Your answer:** why is it so?\n\n_Type your answer here._"
+    assert manual_text(prompt, prompt) == ""
+    assert manual_text(prompt.replace("_Type your answer here._", "Because."), prompt) == "Because."
+    typed_on_the_line = "<!-- ANSWER: why -->\n**Your answer:** why is it so? It is not."
+    assert manual_text(typed_on_the_line, prompt) == "It is not."
