@@ -195,7 +195,7 @@ def load_source(spec: AssignmentSpec) -> NotebookNode:
     if parameters > 1:
         raise SpecError(f"{spec.source_path}: more than one '# PARAMETERS' cell")
     for q in spec.questions:
-        if q.kind in ("value", "class", "manual") and q.id not in seen:
+        if q.kind in ("value", "function", "class", "manual") and q.id not in seen:
             raise SpecError(
                 f"{spec.source_path}: question {q.id!r} has no answer cell",
                 hint=f"add a cell whose first line is '# ANSWER: {q.id}'",

@@ -7,8 +7,10 @@ auto-graded question, named by the spec's `check` key (default: the question id)
 
 It gets the student's answer as plain data (numbers, strings, lists, dicts, numpy arrays),
 the assignment's reference module and data through `ctx`, and the question's `params`. For a
-`class` question, `answer.source` is the class's source text; `ctx.run_student_code` runs it
-in a clean sandboxed process and returns plain data.
+`function` or `class` question, `answer.source` is the definition's source with the helpers,
+imports and constants it uses; `ctx.call_function` calls a function on inputs the check
+chooses, `ctx.run_task` runs an assignment's task module on a class, both in a clean
+sandboxed process (grader/clean.py) that returns plain data and decides nothing.
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ import ast
 import hashlib
 import importlib.util
 import json
-import shutil
 import sys
-import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import selfcheck
 from .data import sha256_file
@@ -33,6 +33,10 @@ from .errors import ExecutionError, SpecError
 from .fileio import atomic_write_json
 from .results import GRADER_CHECK, CheckResult
 from .spec import AssignmentSpec, Question
+
+if TYPE_CHECKING:
+    from .clean import Runner, RunOutput
+    from .functions import CallResult, Case
 
 T = TypeVar("T")
 _MODULES: dict[Path, ModuleType] = {}
@@ -52,7 +56,6 @@ class Answer:
     present: bool
     value: Any = None
     source: str | None = None
-    problem: str = ""
 
     @property
     def blank(self) -> bool:
@@ -123,14 +126,21 @@ def _without_magics(source: str) -> str:
         return source
 
 
-def find_class_source(sources: list[str], name: str) -> str | None:
-    """The student's class `name` as a small module, or None when there is no such class.
+DEFINITIONS = {
+    "class": (ast.ClassDef,),
+    "function": (ast.FunctionDef, ast.AsyncFunctionDef),
+}
 
-    With the class comes what it may need from the student's own cells, in notebook order
-    up to the class's last definition: imports (each guarded, so a Colab-only import cannot
-    break it), functions, other classes, and names bound to literals (`width = 16`). Nothing
-    else of the notebook runs: no training, no printing, nothing that reads its data.
+
+def find_definition_source(sources: list[str], name: str, kind: str = "class") -> str | None:
+    """The student's class or function `name` as a small module, or None when there is none.
+
+    With the definition comes what it may need from the cells `sources`, in notebook order
+    up to its last definition: imports (each guarded, so a Colab-only import cannot break
+    it), functions, classes, and names bound to literals (`width = 16`). Nothing else of the
+    notebook runs: no training, no printing, nothing that reads its data.
     """
+    wanted = DEFINITIONS[kind]
     nodes: list[tuple[str, ast.stmt]] = []
     for source in sources:
         parsed = parse_cell(source)
@@ -138,7 +148,7 @@ def find_class_source(sources: list[str], name: str) -> str | None:
             nodes += [(parsed[0], node) for node in parsed[1].body]
     last = None
     for i, (_, node) in enumerate(nodes):
-        if isinstance(node, ast.ClassDef) and node.name == name:
+        if isinstance(node, wanted) and node.name == name:
             last = i
     if last is None:
         return None
@@ -162,17 +172,19 @@ def find_class_source(sources: list[str], name: str) -> str | None:
     return "\n\n".join(parts)
 
 
-RunStudentCode = Callable[[dict[str, str], str, dict[str, Any], float], dict[str, Any]]
+def find_class_source(sources: list[str], name: str) -> str | None:
+    """The student's class `name` with its helpers (see find_definition_source)."""
+    return find_definition_source(sources, name, "class")
 
 
 @dataclass
 class CheckContext:
-    """What a check may use: the reference, the data, a disk cache and a sandbox runner."""
+    """What a check may use: the reference, the data, a disk cache and the clean process."""
 
     spec: AssignmentSpec
     dataset_path: Path | None
     cache_dir: Path
-    runner: RunStudentCode | None = None
+    runner: Runner | None = None
     _data: Any = field(default=None, repr=False)
     _data_hash: str | None = field(default=None, repr=False)
 
@@ -192,13 +204,21 @@ class CheckContext:
         return self.spec.calibration
 
     def data(self) -> Any:
-        """The data set as the reference module loads it (loaded once per process)."""
+        """The data set as the reference's loader returns it (`[dataset] loader` in the spec,
+        a function of the reference module taking the file's path), loaded once per process."""
         if self._data is None:
-            if self.dataset_path is None:
+            dataset = self.spec.dataset
+            if self.dataset_path is None or dataset is None:
                 raise SpecError(f"assignment {self.spec.id!r} has no data set")
-            self._data = _DATA_CACHE.get(self.dataset_path) or self.reference.load_mnist(
-                self.dataset_path
-            )
+            if not dataset.loader:
+                raise SpecError(
+                    f"assignment {self.spec.id!r}: ctx.data() needs [dataset] loader",
+                    hint="name a function of the reference module that loads the file",
+                )
+            loader = getattr(self.reference, dataset.loader, None)
+            if not callable(loader):
+                raise SpecError(f"the reference module has no function {dataset.loader!r}")
+            self._data = _DATA_CACHE.get(self.dataset_path) or loader(self.dataset_path)
             _DATA_CACHE[self.dataset_path] = self._data
         return self._data
 
@@ -230,70 +250,75 @@ class CheckContext:
         atomic_write_json(path, {"key": key_data, "value": value})
         return value
 
-    def run_student_code(
-        self, files: dict[str, str], script: str, payload: dict[str, Any], timeout: float = 300
-    ) -> dict[str, Any]:
-        """Run `script` (one of `files`) in a clean sandboxed process; plain data in and out."""
+    def call_function(
+        self, answer: Answer, cases: Sequence[Case], *, timeout: float | None = None
+    ) -> list[CallResult]:
+        """Call the student's function (`answer.source`, name `answer.question.variable`) on
+        each case in a clean sandboxed process; one CallResult per case, in order.
+
+        The function never sees an expected value: it only gets the cases' arguments. A case
+        whose call raised has `error` set; if the process died or ran out of time, the cases
+        it did not reach have `error` saying so.
+        """
+        from .clean import no_result, parse_lines, request
+        from .functions import CallResult
+
+        name = answer.question.variable
+        if not answer.source:
+            return [CallResult(c, error=f"no function {name} was found") for c in cases]
+        body = request(
+            answer.source,
+            mode="call",
+            name=name,
+            cases=[{"args": list(c.args), "kwargs": dict(c.kwargs)} for c in cases],
+        )
+        output = self._run(body, timeout)
+        lines, module_error = parse_lines(output, len(cases))
+        results = []
+        for case, line in zip(cases, lines, strict=True):
+            if line is None:
+                why = f"the code around it failed: {module_error}" if module_error else None
+                results.append(CallResult(case, error=why or no_result(output)))
+            else:
+                results.append(
+                    CallResult(case, line.value, line.error, tuple(line.args), dict(line.kwargs))
+                )
+        return results
+
+    def run_task(
+        self, answer: Answer, task: Path, payload: Any, *, timeout: float | None = None
+    ) -> Any:
+        """Run the assignment's task module `task` in a clean sandboxed process: it defines
+        `run(namespace, payload)`, gets the student's executed `answer.source` as
+        `namespace` and returns plain data, which this returns (decoded). Raises
+        ExecutionError with the reason when the code failed or no result came back."""
+        from .clean import no_result, parse_lines, request
+
+        if not answer.source:
+            raise ExecutionError(f"no definition of {answer.question.variable} was found")
+        body = request(
+            answer.source,
+            mode="task",
+            task=task.read_text(encoding="utf-8"),
+            payload=payload,
+        )
+        output = self._run(body, timeout)
+        (line,), module_error = parse_lines(output, 1)
+        if module_error:
+            raise ExecutionError(module_error)
+        if line is None:
+            raise ExecutionError(no_result(output))
+        if line.error:
+            raise ExecutionError(line.error)
+        return line.value
+
+    def _run(self, body: bytes, timeout: float | None) -> RunOutput:
         if self.runner is None:
-            raise ExecutionError("no sandbox runner is configured for class checks")
-        return self.runner(files, script, payload, timeout)
+            raise ExecutionError("no sandbox runner is configured for the clean process")
+        return self.runner(body, timeout or float(self.spec.grading.cell_timeout))
 
 
 _DATA_CACHE: dict[Path, Any] = {}
-
-
-def result_line(nonce: str) -> str:
-    return f"__grader_result_{nonce}__"
-
-
-def make_runner(
-    sandbox_factory: Callable[[Path], Any],
-    dataset_path: Path | None,
-    stage_as: str | None,
-    tmp_root: Path | None = None,
-) -> RunStudentCode:
-    """A runner that writes `files` into a fresh directory and runs the script sandboxed.
-
-    The script reads its JSON payload from stdin and prints one line
-    `__grader_result_<nonce>__ <json>`; nothing else it prints is trusted or kept.
-    """
-    from .data import stage_dataset
-
-    def run(
-        files: dict[str, str], script: str, payload: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
-        import secrets
-
-        workdir = Path(tempfile.mkdtemp(prefix="grader-run-", dir=tmp_root))
-        try:
-            for name, text in files.items():
-                target = workdir / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text, encoding="utf-8")
-            if dataset_path is not None and stage_as:
-                stage_dataset(dataset_path, workdir, stage_as)
-            nonce = secrets.token_hex(12)
-            body = json.dumps({"nonce": nonce, "marker": result_line(nonce), **payload})
-            sandbox = sandbox_factory(workdir)
-            result = sandbox.run(
-                [sys.executable, "-I", str(workdir / script)],
-                input=body.encode(),
-                timeout=timeout,
-            )
-            marker = result_line(nonce)
-            out = result.stdout.decode("utf-8", errors="replace") if result.stdout else ""
-            for line in reversed(out.splitlines()):
-                if line.startswith(marker + " "):
-                    data: dict[str, Any] = json.loads(line[len(marker) + 1 :])
-                    return data
-            err = result.stderr.decode("utf-8", errors="replace") if result.stderr else ""
-            reason = getattr(result, "killed_reason", None) or f"exit code {result.returncode}"
-            tail = err.strip().splitlines()[-3:]
-            return {"error": f"the process ended without a result ({reason})", "stderr": tail}
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    return run
 
 
 def run_check(

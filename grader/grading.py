@@ -27,11 +27,12 @@ from .checking import (
     Answer,
     CheckContext,
     decode,
-    find_class_source,
+    find_definition_source,
     load_module,
-    make_runner,
+    parse_cell,
     run_check,
 )
+from .clean import make_runner
 from .data import default_cache_dir, resolve_dataset, stage_dataset
 from .errors import GraderError, SubmissionError
 from .execute import ExecutionReport, KernelFactory, kernel_env, run_notebook
@@ -130,15 +131,28 @@ def open_session(
     )
 
 
+def _context_sources(template: NotebookNode, q: Question) -> list[str]:
+    """The question's `context_cells`, whole, from the template (the source's given cells,
+    never the submission's), with IPython magics turned into Python."""
+    cells = {c.get("id"): c.source for c in template.cells}
+    parsed = [parse_cell(cells[cid]) for cid in q.context_cells if cid in cells]
+    return [p[0] for p in parsed if p is not None]
+
+
 def _answers(
-    spec: AssignmentSpec, report: ExecutionReport | None, asm: Assembly
+    session: Session, report: ExecutionReport | None, asm: Assembly
 ) -> dict[str, Answer]:
+    spec = session.spec
     values = report.answers.get("values", {}) if report else {}
     models = report.answers.get("models", {}) if report else {}
     out: dict[str, Answer] = {}
     for q in spec.auto_questions:
-        if q.kind == "class":
-            source = find_class_source(asm.student_sources, q.variable)
+        if q.kind in ("class", "function"):
+            # of the student's cells only imports, definitions and literal constants,
+            # after the instructor's context cells
+            source = find_definition_source(asm.student_sources, q.variable, q.kind)
+            if source is not None:
+                source = "\n\n".join([*_context_sources(session.template, q), source])
             out[q.id] = Answer(q, source is not None, None, source)
         elif q.kind == "model":
             present = q.variable in models
@@ -169,8 +183,8 @@ def grade_question(
 ) -> QuestionResult:
     if not answer.present:
         why = f"{q.variable} was not defined when the notebook finished"
-        if q.kind == "class":
-            why = f"no class {q.variable} was found in the notebook"
+        if q.kind in ("class", "function"):
+            why = f"no {q.kind} {q.variable} was found in the notebook"
         if report is not None and (report.deadline_hit or report.restarts):
             return ungradable(q.id, q.points, f"{why}: {_execution_problem(report)}")
         return score_question(q.id, q.points, [], missing_message=why)
@@ -302,7 +316,7 @@ def grade_bytes(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     check_started = time.monotonic()
-    answers = _answers(spec, report, asm)
+    answers = _answers(session, report, asm)
     for q in spec.questions:
         if not q.auto:
             result.questions.append(manual_pending(q.id, q.points))
