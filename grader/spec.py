@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
 from .lateness import DeadlinePolicy, parse_deadline
 
-QUESTION_KINDS = ("value", "class", "model", "manual")
+QUESTION_KINDS = ("value", "function", "class", "model", "manual")
 PUBLIC_MODES = ("hash", "form", "none")
+FORM_TYPES = ("number", "sequence", "dict", "class", "function")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class DatasetSpec:
     package_resource: str | None = None
     stage_as: str | None = None
     validator: str | None = None
+    loader: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,18 +141,90 @@ def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
+def _type_problem(annotation: str, value: Any) -> tuple[str | None, Any]:
+    """(what is wrong or None, the value converted) for a field annotated `annotation`."""
+    kind = annotation.removesuffix(" | None")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "str":
+        return (None, value) if isinstance(value, str) else ("a string", value)
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return (None, value) if ok else ("a whole number", value)
+    if kind == "float":
+        return (None, float(value)) if number else ("a number", value)
+    if kind == "bool":
+        return (None, value) if isinstance(value, bool) else ("true or false", value)
+    if kind == "dict[str, float]":
+        if isinstance(value, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        ):
+            return None, {str(k): float(v) for k, v in value.items()}
+        return "a table of numbers", value
+    if kind.startswith("dict["):
+        return (None, value) if isinstance(value, dict) else ("a table", value)
+    if kind == "tuple[str, ...]":
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return None, tuple(value)
+        return "a list of strings", value
+    return None, value
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    if not isinstance(data, dict):
+        raise SpecError(f"{where} must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise SpecError(
             f"{where}: unknown key(s) {', '.join(unknown)}",
             hint=f"allowed keys: {', '.join(sorted(known))} (see docs/authoring.md)",
         )
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise SpecError(f"{where}: {exc}") from exc
+    values = {}
+    for key, value in data.items():
+        problem, values[key] = _type_problem(str(known[key].type), value)
+        if problem:
+            raise SpecError(
+                f"{where}: {key} must be {problem}, not {type(value).__name__} {value!r:.60}"
+            )
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise SpecError(f"{where}: missing key(s) {', '.join(missing)}")
+    return cls(**values)
+
+
+def _shape(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    )
+
+
+def check_form(form: dict[str, Any], where: str) -> None:
+    """A public form rule's keys and types (see docs/authoring.md)."""
+    if not form:
+        return
+    kind = form.get("type")
+    if kind not in FORM_TYPES:
+        raise SpecError(f"{where}: form type {kind!r}", hint=f"use one of {', '.join(FORM_TYPES)}")
+    for key in ("min", "max", "length"):
+        if key in form and (
+            not isinstance(form[key], int | float) or isinstance(form[key], bool)
+        ):
+            raise SpecError(f"{where}: form {key} must be a number")
+    for key in ("keys", "item_keys", "numeric_item_keys", "arguments"):
+        if key in form and not (
+            isinstance(form[key], list) and all(isinstance(k, str) for k in form[key])
+        ):
+            raise SpecError(f"{where}: form {key} must be a list of strings")
+    if kind in ("class", "function") and not isinstance(form.get("name"), str):
+        raise SpecError(f"{where}: a {kind} form needs name = \"<the {kind}'s name>\"")
+    if kind == "class":
+        for key in ("input_shape", "output_shape"):
+            if not _shape(form.get(key)):
+                raise SpecError(
+                    f"{where}: a class form needs {key} = [positive whole numbers]",
+                    hint="e.g. input_shape = [2, 784], output_shape = [2, 10]",
+                )
 
 
 def _question(qid: str, data: dict[str, Any], where: str) -> Question:
@@ -158,8 +232,6 @@ def _question(qid: str, data: dict[str, Any], where: str) -> Question:
         raise SpecError(f"{where}: [questions.{qid}] must be a table")
     data = dict(data)
     data["id"] = qid
-    if "context_cells" in data:
-        data["context_cells"] = tuple(data["context_cells"])
     q: Question = _build(Question, data, f"{where} [questions.{qid}]")
     if q.kind not in QUESTION_KINDS:
         raise SpecError(
@@ -175,6 +247,9 @@ def _question(qid: str, data: dict[str, Any], where: str) -> Question:
         raise SpecError(f"{where}: question {qid!r} has negative points")
     if q.subchecks and any(w < 0 for w in q.subchecks.values()):
         raise SpecError(f"{where}: question {qid!r} has a negative sub-check weight")
+    check_form(q.form, f"{where} [questions.{qid}]")
+    if q.public == "hash" and q.kind != "value":
+        raise SpecError(f"{where}: question {qid!r}: public = 'hash' is for value questions")
     return q
 
 
@@ -186,7 +261,7 @@ def load_spec(path: str | Path) -> AssignmentSpec:
     if not path.is_file():
         raise SpecError(
             f"no assignment spec at {path}",
-            hint="pass an assignment folder such as solutions/mnist_nn, or its assignment.toml",
+            hint="pass an assignment folder such as solutions/<id>, or its assignment.toml",
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -197,6 +272,9 @@ def load_spec(path: str | Path) -> AssignmentSpec:
     for key in ("id", "source"):
         if key not in meta:
             raise SpecError(f"{where}: [assignment] needs {key!r}")
+    for key in ("id", "title", "source", "template", "reference", "checks"):
+        if key in meta and not isinstance(meta[key], str):
+            raise SpecError(f"{where}: [assignment] {key} must be a string")
     dataset_data = data.get("dataset")
     dataset = _build(DatasetSpec, dataset_data, f"{where} [dataset]") if dataset_data else None
     grading = _build(GradingSpec, _table(data, "grading", where), f"{where} [grading]")
@@ -236,7 +314,7 @@ def load_spec(path: str | Path) -> AssignmentSpec:
 
 
 def find_assignment(name_or_path: str | Path, search_root: Path | None = None) -> AssignmentSpec:
-    """Resolve `mnist_nn` (looked up under solutions/) or a path to an assignment folder."""
+    """Resolve an assignment id (looked up under solutions/) or a path to its folder."""
     candidate = Path(name_or_path)
     if candidate.exists():
         return load_spec(candidate)
@@ -247,5 +325,5 @@ def find_assignment(name_or_path: str | Path, search_root: Path | None = None) -
             return load_spec(folder)
     raise SpecError(
         f"no assignment named {str(name_or_path)!r}",
-        hint="run from the repository root, or pass the folder (e.g. solutions/mnist_nn)",
+        hint="run from the repository root, or pass the folder (e.g. solutions/<id>)",
     )

@@ -1,0 +1,109 @@
+"""assignment.toml: every wrong type is a SpecError that names the key (a table of cases)."""
+
+import re
+
+import pytest
+
+from grader.errors import SpecError
+from grader.spec import load_spec
+
+BASE = """
+[assignment]
+id = "demo"
+source = "demo.source.ipynb"
+{assignment}
+
+[grading]
+{grading}
+
+[sandbox]
+{sandbox}
+
+[questions.sigmoid]
+{question}
+"""
+
+
+def write(tmp_path, assignment="", grading="", sandbox="", question="", extra=""):
+    path = tmp_path / "assignment.toml"
+    for key, default in (("kind", 'kind = "function"'), ("points", "points = 1")):
+        if not re.search(rf"^{key} =", question, re.M):
+            question = default + "\n" + question
+    text = BASE.format(assignment=assignment, grading=grading, sandbox=sandbox, question=question)
+    path.write_text(text + extra)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("part", "text", "message"),
+    [
+        ("question", 'points = "1"', "points must be a number, not str"),
+        ("question", "points = true", "points must be a number, not bool"),
+        ("question", "points = -1", "negative points"),
+        ("question", 'kind = "fuction"', "has kind 'fuction'"),
+        ("question", "title = 3", "title must be a string"),
+        ("question", 'subchecks = { shape = "1" }', "subchecks must be a table of numbers"),
+        ("question", "subchecks = { shape = -1 }", "negative sub-check weight"),
+        ("question", 'params = "tolerance"', "params must be a table"),
+        ("question", 'context_cells = "imports"', "context_cells must be a list of strings"),
+        ("question", 'public = "hash"', "'hash' is for value questions"),
+        ("question", 'public = "always"', "public = 'always'"),
+        ("question", 'form = { type = "function" }', "a function form needs name"),
+        ("question", 'form = { type = "matrix" }', "form type 'matrix'"),
+        ("question", 'form = { type = "function", name = "f", arguments = "z" }', "arguments must be a list of strings"),
+        ("question", 'form = { type = "number", min = "0" }', "form min must be a number"),
+        ("question", 'form = { type = "class", name = "M" }', "input_shape"),
+        ("question", 'form = { type = "class", name = "M", input_shape = [2, 784], output_shape = [2, "10"] }', "output_shape"),
+        ("question", "colour = 1", "unknown key(s) colour"),
+        ("grading", 'seed = "0"', "seed must be a whole number, not str"),
+        ("grading", "cell_timeout = 1.5", "cell_timeout must be a whole number"),
+        ("grading", "parameters = 3", "parameters must be a table"),
+        ("sandbox", 'memory_mb = "4096"', "memory_mb must be a whole number"),
+        ("sandbox", 'network = "no"', "network must be true or false"),
+        ("assignment", "title = 1", "[assignment] title must be a string"),
+    ],
+)
+def test_wrong_types_are_spec_errors(tmp_path, part, text, message):
+    path = write(tmp_path, **{part: text})
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert message in str(info.value.message)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('\n[dataset]\nfilename = 1\nurl = "u"\nsha256 = "s"\n', "filename must be a string"),
+        ('\n[dataset]\nfilename = "f"\n', "missing key(s) url, sha256"),
+        ('\n[dataset]\nfilename = "f"\nurl = "u"\nsha256 = "s"\nsize = "17"\n', "size must be a whole number"),
+        ('\n[dataset]\nfilename = "f"\nurl = "u"\nsha256 = "s"\nloader = 1\n', "loader must be a string"),
+    ],
+)
+def test_dataset_types(tmp_path, extra, message):
+    path = tmp_path / "assignment.toml"
+    text = BASE.format(assignment="", grading="", sandbox="", question='kind = "value"\npoints = 1')
+    head, _, rest = text.partition("\n[grading]")
+    path.write_text(head + extra + "\n[grading]" + rest)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert message in str(info.value.message)
+
+
+def test_a_good_function_question(tmp_path):
+    question = (
+        'extract = "sigmoid"\npublic = "form"\n'
+        'form = { type = "function", name = "sigmoid", arguments = ["z"] }\n'
+        "subchecks = { shape = 1, values = 2 }\nparams = { rtol = 1e-7 }\n"
+        'context_cells = ["imports"]'
+    )
+    spec = load_spec(write(tmp_path, question=question, grading="seed = 3"))
+    q = spec.question("sigmoid")
+    assert q.kind == "function" and q.points == 1.0 and isinstance(q.points, float)
+    assert q.subchecks == {"shape": 1.0, "values": 2.0}
+    assert q.context_cells == ("imports",)
+    assert spec.grading.seed == 3
+
+
+def test_the_repository_assignments_load(repo_root):
+    for path in sorted((repo_root / "solutions").glob("*/assignment.toml")):
+        load_spec(path)
