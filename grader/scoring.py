@@ -108,9 +108,3 @@ def choose_newest(candidates: Iterable[tuple[str, datetime]]) -> tuple[str, list
     newest = ordered[-1][0]
     return newest, [name for name, _ in ordered[:-1]]
 
-
-def normalise_fraction(value: float) -> tuple[float, bool]:
-    """An accuracy given as a fraction, or as a percentage (returned as a fraction, True)."""
-    if 1.0 < value <= 100.0:
-        return value / 100.0, True
-    return value, False

@@ -9,7 +9,6 @@ from grader.scoring import (
     apply_manual_score,
     choose_newest,
     manual_pending,
-    normalise_fraction,
     parse_points,
     question_points,
     score_question,
@@ -79,8 +78,12 @@ def test_parse_points(text, expected):
     ("value", "expected"),
     [(0.1, (0.1, False)), (10, (0.1, True)), (95.3, (0.953, True)), (1.0, (1.0, False)), (0, (0, False))],
 )
-def test_normalise_fraction(value, expected):
-    got = normalise_fraction(value)
+def test_mnist_nn_reads_percentages(spec, value, expected):
+    """An assignment's own rule now (solutions/mnist_nn/checks.py), no longer grader's."""
+    from grader.checking import load_module
+
+    checks = load_module(spec.checks_path, f"_grader_checks_{spec.id}")
+    got = checks.normalise_fraction(value)
     assert got[1] == expected[1] and got[0] == pytest.approx(expected[0])
 
 
