@@ -15,7 +15,6 @@ import numpy as np
 
 from grader.checking import Answer, CheckContext
 from grader.results import CheckResult
-from grader.scoring import normalise_fraction
 from grader.values import ValueProblem, as_integer, as_scalar, as_vector
 
 HERE = Path(__file__).resolve().parent
@@ -25,6 +24,14 @@ EXPERIMENTS = {
     "batch_decrease": ("batch_size", -1),
     "batch_increase": ("batch_size", +1),
 }
+
+
+def normalise_fraction(value: float) -> tuple[float, bool]:
+    """An accuracy given as a fraction, or as a percentage (returned as a fraction, True):
+    this assignment's rule, since every accuracy it asks for is at most 1."""
+    if 1.0 < value <= 100.0:
+        return value / 100.0, True
+    return value, False
 
 
 def _problem(name: str, exc: ValueProblem) -> list[CheckResult]:
@@ -284,16 +291,87 @@ def _reference_accuracy(ctx: CheckContext, hidden_layers: int, weights: list[np.
 
 
 def _shapes(hidden_layers: int, width: int) -> list[list[int]]:
-    sizes = [784] + [width] * hidden_layers + [10]
-    shapes: list[list[int]] = []
+    return _shapes_of([784] + [width] * hidden_layers + [10])
+
+
+def _chain(shapes: list[list[int]]) -> list[int] | None:
+    """The layer sizes [784, ..., 10] when the parameters are, in order, the weights and
+    biases of a chain of fully connected layers from the input to the output; else None."""
+    if len(shapes) < 2 or len(shapes) % 2:
+        return None
+    sizes = [784]
+    for weight, bias in zip(shapes[::2], shapes[1::2], strict=True):
+        if len(weight) != 2 or weight[1] != sizes[-1] or bias != [weight[0]]:
+            return None
+        sizes.append(weight[0])
+    return sizes if sizes[-1] == 10 else None
+
+
+def _network(sizes: list[int], weights: list[np.ndarray]) -> Any:
+    """The lesson's network for any layer sizes: a sigmoid after every layer."""
+    import torch
+
+    layers: list[torch.nn.Module] = []
     for n_in, n_out in itertools.pairwise(sizes):
-        shapes += [[n_out, n_in], [n_out]]
-    return shapes
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.Sigmoid()]
+    model = torch.nn.Sequential(*layers)
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), weights, strict=True):
+            p.copy_(torch.as_tensor(np.asarray(w, dtype=np.float32)))
+    return model
+
+
+def _arrays(value: Any, shapes: list[list[int]]) -> list[np.ndarray] | None:
+    """The student's reported weights, if they are arrays of the reported shapes."""
+    if not isinstance(value, list) or len(value) != len(shapes):
+        return None
+    if not all(isinstance(v, np.ndarray) and list(v.shape) == s for v, s in zip(value, shapes, strict=True)):
+        return None
+    return value
+
+
+def _model3_run(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Build, run and train the student's class in the clean process: plain data back."""
+    from grader.errors import ExecutionError
+
+    hidden, width = int(params["hidden_layers"]), int(params["width"])
+    reference = ctx.reference.make_model(hidden_layers=hidden, width=width, seed=1234)
+    _, (x_valid, _), _ = ctx.data()
+    grading = ctx.spec.grading.parameters
+    payload = {
+        "class_name": answer.question.variable,
+        "seed": ctx.spec.grading.seed,
+        "weights": [p.detach().numpy().copy() for p in reference.parameters()],
+        "images": np.ascontiguousarray(x_valid[: int(params["images"])]),
+        "data_path": ctx.spec.dataset.stage_as if ctx.spec.dataset else "",
+        "train": {
+            "epochs": int(grading.get("num_epochs", 3)),
+            "batch_size": int(params.get("batch_size", 100)),
+            "learning_rate": float(params.get("learning_rate", 0.05)),
+        },
+    }
+    try:
+        result = ctx.run_task(answer, HERE / "class_task.py", payload, timeout=params.get("timeout"))
+    except ExecutionError as exc:
+        return {"error": exc.message}
+    return result if isinstance(result, dict) else {"error": "the class produced no result"}
+
+
+def _valid_shapes(value: Any) -> list[list[int]] | None:
+    if isinstance(value, list) and all(
+        isinstance(s, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in s)
+        for s in value
+    ):
+        return value
+    return None
 
 
 def NN_Model3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[CheckResult]:
-    import torch
-
+    """Three sub-checks, each judged in this process from the data the clean process
+    returned: the layer shapes; the same outputs as the reference network with the same
+    weights; and "trains": a network of three hidden layers (of any width) that computes the
+    lesson's function, trained by the lesson's loop, reaches the calibrated accuracy when its
+    trained weights are evaluated here."""
     if not answer.source:
         return [
             CheckResult(name, False, "No class NN_Model3 was found in your notebook.")
@@ -301,38 +379,9 @@ def NN_Model3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list
         ]
     hidden, width = int(params["hidden_layers"]), int(params["width"])
     expected_shapes = _shapes(hidden, width)
-    reference = ctx.reference.make_model(hidden_layers=hidden, width=width, seed=1234)
-    weights = [p.detach().numpy().copy() for p in reference.parameters()]
-    _, (x_valid, _), _ = ctx.data()
-    images = np.ascontiguousarray(x_valid[: int(params["images"])])
-    grading = ctx.spec.grading.parameters
-    from grader.selfcheck import _array_payload  # the same encoding the kernel uses
-
-    student = "\n\n".join([*answer_context(ctx, answer), answer.source]) + "\n"
-    result = ctx.run_student_code(
-        {
-            "class_task.py": (HERE / "class_task.py").read_text(encoding="utf-8"),
-            "student.py": student,
-        },
-        "class_task.py",
-        {
-            "class_name": answer.question.variable,
-            "seed": ctx.spec.grading.seed,
-            "weights": [_array_payload(w) for w in weights],
-            "images": _array_payload(images),
-            "data_path": ctx.spec.dataset.stage_as if ctx.spec.dataset else "",
-            "train": {
-                "epochs": int(grading.get("num_epochs", 3)),
-                "batch_size": int(params.get("batch_size", 100)),
-                "learning_rate": float(params.get("learning_rate", 0.05)),
-            },
-        },
-        float(params.get("timeout", 300)),
-    )
-    from grader.checking import decode
-
+    result = _model3_run(answer, ctx, params)
     error = result.get("error")
-    shapes = result.get("shapes")
+    shapes = _valid_shapes(result.get("shapes"))
     if shapes is None:
         reason = error or "it could not be built"
         return [
@@ -340,89 +389,110 @@ def NN_Model3(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list
             CheckResult("same_outputs", False, "Not checked: the model could not be built."),
             CheckResult("trains", False, "Not checked: the model could not be built."),
         ]
+    sizes = _chain(shapes)
+    initial = _arrays(result.get("initial"), shapes)
+    outputs = result.get("outputs")
+    computes = False  # the lesson's function of its own layer sizes, on its reported weights
+    if sizes is not None and initial is not None and isinstance(outputs, np.ndarray):
+        images = np.ascontiguousarray(ctx.data()[1][0][: int(params["images"])])
+        import torch
+
+        with torch.no_grad():
+            expected = _network(sizes, initial)(torch.as_tensor(images)).numpy()
+        if outputs.shape == expected.shape:
+            diff = float(np.max(np.abs(outputs.astype(np.float64) - expected), initial=0.0))
+            computes = diff <= float(params["output_tolerance"])
+    return [
+        _shapes_check(shapes, expected_shapes, width),
+        _outputs_check(shapes, expected_shapes, computes, error, outputs),
+        _trains_check(ctx, hidden, sizes, computes, result, error),
+    ]
+
+
+def _shapes_check(shapes: list[list[int]], expected: list[list[int]], width: int) -> CheckResult:
     n_params = sum(int(np.prod(s)) for s in shapes)
-    n_expected = sum(int(np.prod(s)) for s in expected_shapes)
-    if shapes != expected_shapes:
-        if sorted(shapes) == sorted(expected_shapes):
-            why, reason = (
-                f"The layers have the right sizes ({n_params:,} parameters) but are created in "
-                "another order (a subclass of NN_Model adds its new layer after the output "
-                "layer). Create them in the order data flows: hidden1, hidden2, hidden3, output.",
-                "the layers are in another order",
-            )
-        else:
-            why, reason = (
-                f"The model's parameters have the shapes {shapes} ({n_params:,} numbers); 784 "
-                f"inputs, three hidden layers of {width} and 10 outputs need {n_expected:,}. "
-                "Check every nn.Linear's sizes, in order.",
-                "the layer shapes differ",
-            )
-        return [
-            CheckResult("shapes", False, why),
-            CheckResult("same_outputs", False, f"Not checked: {reason}."),
-            CheckResult("trains", False, f"Not checked: {reason}."),
-        ]
-    checks = [CheckResult("shapes", True, f"Layer shapes are right ({n_params:,} parameters).")]
-    outputs = decode(result["outputs"]) if "outputs" in result else None
-    with torch.no_grad():
-        expected = reference(torch.as_tensor(images)).numpy()
-    if isinstance(outputs, np.ndarray) and outputs.shape == expected.shape:
-        diff = float(np.max(np.abs(outputs.astype(np.float64) - expected)))
-        same = diff <= float(params["output_tolerance"])
-    else:
-        same, diff = False, float("inf")
-    if same:
-        checks.append(
-            CheckResult("same_outputs", True, "Computes the same function as the lesson's model.")
+    n_expected = sum(int(np.prod(s)) for s in expected)
+    if shapes == expected:
+        return CheckResult("shapes", True, f"Layer shapes are right ({n_params:,} parameters).")
+    if sorted(shapes) == sorted(expected):
+        return CheckResult(
+            "shapes",
+            False,
+            f"The layers have the right sizes ({n_params:,} parameters) but are created in "
+            "another order (a subclass of NN_Model adds its new layer after the output "
+            "layer). Create them in the order data flows: hidden1, hidden2, hidden3, output.",
         )
-    else:
-        detail = f" (it failed: {error})" if error and outputs is None else ""
-        checks.append(
-            CheckResult(
-                "same_outputs",
-                False,
-                "With the same weights, your model's outputs differ from a 784-16-16-16-10 network "
-                "with the activation after every layer, as in NN_Model" + detail + ".",
-            )
+    return CheckResult(
+        "shapes",
+        False,
+        f"The model's parameters have the shapes {shapes} ({n_params:,} numbers); 784 "
+        f"inputs, three hidden layers of {width} and 10 outputs need {n_expected:,}. "
+        "Check every nn.Linear's sizes, in order.",
+    )
+
+
+def _outputs_check(
+    shapes: list[list[int]], expected: list[list[int]], computes: bool, error: Any, outputs: Any
+) -> CheckResult:
+    if shapes == expected and computes:
+        return CheckResult(
+            "same_outputs", True, "Computes the same function as the lesson's model."
         )
-    trained = result.get("trained")
-    if not same:
-        # The trained weights are judged in the reference network, outside the student's
+    if shapes != expected:
+        reorder = sorted(shapes) == sorted(expected)
+        why = "the layers are in another order" if reorder else "the layer shapes differ"
+        return CheckResult("same_outputs", False, f"Not checked: {why}.")
+    detail = f" (it failed: {error})" if error and outputs is None else ""
+    return CheckResult(
+        "same_outputs",
+        False,
+        "With the same weights, your model's outputs differ from a 784-16-16-16-10 network "
+        "with the activation after every layer, as in NN_Model" + detail + ".",
+    )
+
+
+def _trains_check(
+    ctx: CheckContext,
+    hidden: int,
+    sizes: list[int] | None,
+    computes: bool,
+    result: dict[str, Any],
+    error: Any,
+) -> CheckResult:
+    if sizes is None:
+        return CheckResult("trains", False, "Not checked: the layers are not a chain from input to output.")
+    if len(sizes) - 2 != hidden:
+        return CheckResult(
+            "trains", False, f"Not checked: the model has {len(sizes) - 2} hidden layers, not {hidden}."
+        )
+    if not computes:
+        # The trained weights are judged in the lesson's network, outside the student's
         # process; that is only sound for a model that computes the same function.
-        checks.append(
-            CheckResult("trains", False, "Not checked: the model computes another function.")
-        )
-        return checks
+        return CheckResult("trains", False, "Not checked: the model computes another function.")
+    trained = _arrays(result.get("trained"), [list(s) for s in _shapes_of(sizes)])
     if trained is None:
-        checks.append(CheckResult("trains", False, f"Training it failed: {error or 'no result'}"))
-        return checks
-    accuracy = _reference_accuracy(ctx, hidden, [decode(w) for w in trained])
+        return CheckResult("trains", False, f"Training it failed: {error or 'no result'}")
+    _, (x_valid, y_valid), _ = ctx.data()
+    accuracy = float(ctx.reference.accuracy(_network(sizes, trained), x_valid, y_valid))
     threshold = float(ctx.calibration["grading"]["model3_threshold"])
-    epochs = int(grading.get("num_epochs", 3))
+    epochs = int(ctx.spec.grading.parameters.get("num_epochs", 3))
     if accuracy >= threshold:
-        checks.append(
-            CheckResult(
-                "trains", True, f"Trains: {accuracy:.3f} validation accuracy after {epochs} epochs."
-            )
+        return CheckResult(
+            "trains", True, f"Trains: {accuracy:.3f} validation accuracy after {epochs} epochs."
         )
-    else:
-        checks.append(
-            CheckResult(
-                "trains",
-                False,
-                f"After {epochs} epochs of training it reaches {accuracy:.3f} validation accuracy; "
-                f"a correct three-hidden-layer model reaches at least {threshold:.3f}.",
-            )
-        )
-    return checks
+    return CheckResult(
+        "trains",
+        False,
+        f"After {epochs} epochs of training it reaches {accuracy:.3f} validation accuracy; "
+        f"a correct three-hidden-layer model reaches at least {threshold:.3f}.",
+    )
 
 
-def answer_context(ctx: CheckContext, answer: Answer) -> list[str]:
-    """The instructor's context cells (from the source, never from the submission)."""
-    from grader.authoring import load_source, strip_solutions
-
-    cells = {c["id"]: c for c in load_source(ctx.spec).cells}
-    return [strip_solutions(cells[cid]) for cid in answer.question.context_cells]
+def _shapes_of(sizes: list[int]) -> list[list[int]]:
+    shapes: list[list[int]] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        shapes += [[n_out, n_in], [n_out]]
+    return shapes
 
 
 def pipeline_accuracy(

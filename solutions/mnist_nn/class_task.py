@@ -1,39 +1,14 @@
-"""Runs a student's model class in a clean sandboxed process and reports plain data.
+"""What the clean process does with a student's model class: build it, run it, train it.
 
-The grader copies this file, `student.py` (the instructor's context cells followed by the
-student's class, nothing else from the notebook) and the data set into a fresh directory and
-runs `python -I class_task.py` inside the sandbox. The payload arrives on stdin as JSON; the
-result leaves as one line `<marker> <json>` on stdout. Nothing here decides a grade: the
-grader compares the data it returns with the reference, in its own process.
+The grader's harness (grader/harness.py) executes the student's class (with its helpers and
+the instructor's context cells) and calls ``run(namespace, payload)``; what it returns is
+plain data the grader reads as the student's answer. Nothing here decides a grade: the
+grader compares that data with the reference, in its own process. This file is sent to the
+process as text; no copy of it is left where the student's code runs.
 """
 
-import base64
 import gzip
-import json
 import pickle
-import sys
-import traceback
-
-
-def _encode(array):
-    import numpy as np
-
-    array = np.ascontiguousarray(array)
-    return {
-        "__ndarray__": {
-            "dtype": array.dtype.str,
-            "shape": list(array.shape),
-            "b64": base64.b64encode(array.tobytes()).decode("ascii"),
-        }
-    }
-
-
-def _decode(data):
-    import numpy as np
-
-    payload = data["__ndarray__"]
-    raw = base64.b64decode(payload["b64"])
-    return np.frombuffer(raw, dtype=np.dtype(payload["dtype"])).reshape(payload["shape"]).copy()
 
 
 def _load_data(path):
@@ -72,51 +47,40 @@ def _train(model, images, labels, epochs, batch_size, learning_rate):
                 model.zero_grad()
 
 
-def main():
-    payload = json.loads(sys.stdin.read())
-    marker = payload["marker"]
-    result = {}
-    try:
-        import torch
+def _error(exc):
+    return f"{type(exc).__name__}: {exc}"[-500:]
 
-        torch.set_num_threads(1)
-        (train_x, train_y), _, _ = _load_data(payload["data_path"])
-        namespace = {"__name__": "student"}
-        with open("student.py", encoding="utf-8") as handle:
-            code = compile(handle.read(), "student.py", "exec")
-        exec(code, namespace)
-        cls = namespace.get(payload["class_name"])
-        if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
-            raise TypeError(f"{payload['class_name']} is not a subclass of nn.Module")
+
+def run(namespace, payload):
+    """{"shapes": [...], "initial": [arrays], "outputs": array, "trained": [arrays]}, as far
+    as it got, and "error" when a step failed. The outputs are computed with the grader's
+    weights when the shapes match them, else with the model's own initial weights."""
+    import torch
+
+    torch.set_num_threads(1)
+    result = {}
+    cls = namespace.get(payload["class_name"])
+    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
+        result["error"] = f"{payload['class_name']} is not a subclass of nn.Module"
+        return result
+    try:
         torch.manual_seed(payload["seed"])
         model = cls()
         params = list(model.parameters())
         result["shapes"] = [list(p.shape) for p in params]
-        weights = [_decode(w) for w in payload["weights"]]
-        if [list(w.shape) for w in weights] == result["shapes"]:
-            with torch.no_grad():
+        weights = payload["weights"]
+        with torch.no_grad():
+            if [list(w.shape) for w in weights] == result["shapes"]:
                 for p, w in zip(params, weights, strict=True):
                     p.copy_(torch.as_tensor(w))
-                out = model(torch.as_tensor(_decode(payload["images"])))
-            result["outputs"] = _encode(out.detach().numpy())
-            torch.manual_seed(payload["seed"])
-            model = cls()
-            train = payload["train"]
-            _train(
-                model,
-                train_x,
-                train_y,
-                train["epochs"],
-                train["batch_size"],
-                train["learning_rate"],
-            )
-            result["trained"] = [_encode(p.detach().numpy()) for p in model.parameters()]
+            result["initial"] = [p.detach().numpy().copy() for p in params]
+            result["outputs"] = model(torch.as_tensor(payload["images"])).detach().numpy()
+        torch.manual_seed(payload["seed"])
+        model = cls()
+        (train_x, train_y), _, _ = _load_data(payload["data_path"])
+        train = payload["train"]
+        _train(model, train_x, train_y, train["epochs"], train["batch_size"], train["learning_rate"])
+        result["trained"] = [p.detach().numpy() for p in model.parameters()]
     except BaseException as exc:  # the student's code may raise anything, even SystemExit
-        lines = traceback.format_exception_only(type(exc), exc)
-        result["error"] = "".join(lines).strip()[-500:]
-    sys.stdout.write("\n" + marker + " " + json.dumps(result) + "\n")
-    sys.stdout.flush()
-
-
-if __name__ == "__main__":
-    main()
+        result["error"] = _error(exc)
+    return result

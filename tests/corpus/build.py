@@ -129,6 +129,23 @@ MODEL3_WIDE = """class NN_Model3(nn.Module):
     xb = activation_func(self.hidden3(xb))
     return activation_func(self.output(xb))"""
 
+MODEL3_WIDER = """WIDTH = 32
+
+
+class NN_Model3(nn.Module):
+  def __init__(self):
+    super().__init__()
+    self.hidden1 = nn.Linear(784, WIDTH)
+    self.hidden2 = nn.Linear(WIDTH, WIDTH)
+    self.hidden3 = nn.Linear(WIDTH, WIDTH)
+    self.output = nn.Linear(WIDTH, 10)
+
+  def forward(self, xb):
+    xb = activation_func(self.hidden1(xb))
+    xb = activation_func(self.hidden2(xb))
+    xb = activation_func(self.hidden3(xb))
+    return activation_func(self.output(xb))"""
+
 MODEL3_NO_OUTPUT_SIGMOID = """class NN_Model3(nn.Module):
   def __init__(self):
     super().__init__()
@@ -189,6 +206,54 @@ MODEL3_SUBCLASS = """class NN_Model3(NN_Model):
     xb = activation_func(self.hidden1(xb))
     xb = activation_func(self.hidden2(xb))
     xb = activation_func(self.hidden3(xb))
+    return activation_func(self.output(xb))"""
+
+# #12: a wrong two-layer class whose constructor walks the stack with sys._getframe to the
+# class harness of the time, takes its secret result marker and its payload (the grader's
+# weights and images), computes what a right model would report with a model of its own,
+# prints that as the harness's result line and exits. On the old harness it scored 3/3.
+MODEL3_FORGES_RESULT = """import sys, json, os
+
+
+def _forge():
+  frame = sys._getframe()
+  while frame is not None:
+    payload = frame.f_locals.get("payload")
+    if isinstance(payload, dict) and "marker" in payload:
+      g = frame.f_globals
+      def right():
+        return nn.Sequential(nn.Linear(784, 16), nn.Sigmoid(), nn.Linear(16, 16), nn.Sigmoid(),
+                             nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 10), nn.Sigmoid())
+      model = right()
+      with torch.no_grad():
+        for p, w in zip(model.parameters(), payload["weights"]):
+          p.copy_(torch.as_tensor(g["_decode"](w)))
+        out = model(torch.as_tensor(g["_decode"](payload["images"])))
+      forged = {"shapes": [list(p.shape) for p in model.parameters()],
+                "outputs": g["_encode"](out.numpy())}
+      torch.manual_seed(payload["seed"])
+      fresh = right()
+      (x, y), _, _ = g["_load_data"](payload["data_path"])
+      t = payload["train"]
+      g["_train"](fresh, x, y, t["epochs"], t["batch_size"], t["learning_rate"])
+      forged["trained"] = [g["_encode"](p.detach().numpy()) for p in fresh.parameters()]
+      sys.stdout.write("\\n" + payload["marker"] + " " + json.dumps(forged) + "\\n")
+      sys.stdout.flush()
+      os._exit(0)
+    frame = frame.f_back
+
+
+class NN_Model3(nn.Module):
+  def __init__(self):
+    super().__init__()
+    _forge()
+    self.hidden1 = nn.Linear(784, 16)
+    self.hidden2 = nn.Linear(16, 16)
+    self.output = nn.Linear(16, 10)
+
+  def forward(self, xb):
+    xb = activation_func(self.hidden1(xb))
+    xb = activation_func(self.hidden2(xb))
     return activation_func(self.output(xb))"""
 
 MODEL3_MONKEYPATCH = """import torch as _t
@@ -256,9 +321,19 @@ def _cost_0625(nb: NotebookNode) -> None:
     set_answer(nb, "expected_cost", "expected_cost = 0.625")
 
 
+# Three hidden layers, the last of the wrong width: it computes the lesson's function for its
+# own sizes, so its training is judged (here, from the trained weights, in a network of its
+# sizes), but it stays below the threshold (measured: 0.860 < 0.863 after 3 epochs).
 @case("model3_wrong_width", NN_Model3=0)
 def _wide(nb: NotebookNode) -> None:
     set_answer(nb, "NN_Model3", MODEL3_WIDE)
+
+
+# Three hidden layers of 32 instead of 16: wrong shapes, so no reference outputs, but it
+# trains to the threshold: the "trains" point (#12).
+@case("model3_wider_trains", NN_Model3=1)
+def _wider(nb: NotebookNode) -> None:
+    set_answer(nb, "NN_Model3", MODEL3_WIDER)
 
 
 # Without the output sigmoid the lesson's summed squared error diverges at lr 0.05 (measured:
@@ -377,6 +452,13 @@ def _locked_acc(nb: NotebookNode) -> None:
     cell = given_cell(nb, "def accuracy")
     cell.metadata = {}
     cell.source = cell.source.replace("return ", "return 1.0 + 0 * ", 1)
+
+
+# The clean process holds no secret and no verdict: nothing for the forger to find; its class
+# is a two-layer model, so no sub-check passes.
+@case("model3_forges_result_via_getframe", NN_Model3=0)
+def _forges(nb: NotebookNode) -> None:
+    set_answer(nb, "NN_Model3", MODEL3_FORGES_RESULT)
 
 
 @case("monkeypatched_torch_and_wrong_model", NN_Model3=0)
