@@ -1,7 +1,7 @@
 """Batch grading: find the submissions, grade them in worker processes, keep every result.
 
 * submissions are files, folders (`<student>/<file>.ipynb` or `<student>.ipynb`), LMS
-  downloads (Canvas names such as `lastfirst_12345_67890_mnist_nn.ipynb`) and `.zip` files;
+  downloads (Canvas names such as `lastfirst_12345_67890_hw1.ipynb`) and `.zip` files;
 * one student with several submissions: the newest counts, with a warning;
 * results go to the gradebook one by one, so an interrupted batch resumes where it stopped,
   and an unchanged submission is not executed again unless `force` is set;
@@ -101,7 +101,7 @@ def name_text(name: str) -> str:
 
 
 def student_from_name(name: str) -> str:
-    """`lastfirst_12345_67890_mnist_nn.ipynb` -> `lastfirst`; `alice.ipynb` -> `alice`."""
+    """`lastfirst_12345_67890_hw1.ipynb` -> `lastfirst`; `alice.ipynb` -> `alice`."""
     name = name_text(name)
     stem = Path(name).stem if name.lower().endswith(".ipynb") else Path(name).name
     match = CANVAS_RE.match(stem)

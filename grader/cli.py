@@ -210,6 +210,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"ok    {item}")
     for item in report.problems:
         print(f"FAIL  {item}")
+    for item in report.notes:
+        print(f"note  {item}")
     if report.problems:
         raise ValidationFailed(f"{len(report.problems)} validation check(s) failed")
     print(f"\n{len(report.passed)} checks passed")
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("assign", help="write the student template from the source notebook")
-    p.add_argument("source", help="the assignment folder, e.g. solutions/mnist_nn")
+    p.add_argument("source", help="the assignment folder, e.g. solutions/<id>")
     p.add_argument("--out", help="template path (default: assignments/<id>/<template>)")
     p.set_defaults(func=cmd_assign)
 

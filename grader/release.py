@@ -37,6 +37,9 @@ from .spec import AssignmentSpec
 
 PUBLIC_PLACEHOLDER = "PUBLIC_CHECKS: dict[str, Any] = {}"
 MIN_LEAK_LINE = 12
+# A hashed answer among fewer candidates than this is found by trying them all: sha256 runs
+# at about 10^7 a second on a laptop, so 10^9 candidates take minutes.
+SMALL_ANSWER_SPACE = 10**9
 
 
 def salt_for(spec: AssignmentSpec) -> str:
@@ -127,6 +130,46 @@ def release(spec: AssignmentSpec, out: Path) -> list[Path]:
     return [notebook, check]
 
 
+def answer_space(value: Any) -> int | None:
+    """How many candidates a student must try to find a hashed answer like `value` by
+    hashing guesses: the answers of its form with as many digits (numbers are compared at
+    6 decimals). None when it is not a numeric answer. A pure rule, tested with a table."""
+    if isinstance(value, bool):
+        return 2
+    if isinstance(value, int):
+        return 2 * 10 ** len(str(abs(value)))
+    if isinstance(value, float):
+        return 2 * 10 ** (len(str(int(abs(value)))) + 6)
+    if isinstance(value, list | tuple):
+        if not value:
+            return 1
+        if all(isinstance(v, int | float) and v in (0, 1) for v in value):
+            return int(2 ** len(value))
+        total = 1
+        for item in value:
+            size = answer_space(item)
+            if size is None:
+                return None
+            total *= size
+            if total > SMALL_ANSWER_SPACE:
+                return total
+        return total
+    return None
+
+
+def small_answer_spaces(spec: AssignmentSpec, source: NotebookNode | None = None) -> list[str]:
+    """The hashed questions whose answer a student can recover by trying values."""
+    source = source if source is not None else load_source(spec)
+    found = []
+    for q in spec.auto_questions:
+        if q.public != "hash":
+            continue
+        size = answer_space(solution_value(source, q.id, q.variable))
+        if size is not None and size <= SMALL_ANSWER_SPACE:
+            found.append(f"{q.id} (about {size:.0e} candidates)")
+    return found
+
+
 @dataclass
 class LeakReport:
     files: int = 0
@@ -202,6 +245,7 @@ def leak_check(spec: AssignmentSpec, bundle: Path) -> LeakReport:
 class ValidationReport:
     problems: list[str] = field(default_factory=list)
     passed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a failure
 
     def add(self, ok: bool, what: str) -> None:
         (self.passed if ok else self.problems).append(what)
@@ -233,6 +277,13 @@ def validate(
             f"release bundle: {leaks.files} files, {leaks.probes} secrets probed, no leak"
             if not leaks.leaks
             else "release bundle leaks: " + "; ".join(leaks.leaks[:10]),
+        )
+    small = small_answer_spaces(spec)
+    if small:
+        report.notes.append(
+            "public = 'hash' reveals these answers to a student who tries values (the "
+            "self-check says right or wrong for each guess): " + "; ".join(small)
+            + ". Use public = 'form' or 'none' where that matters."
         )
     session = open_session(spec, sandbox=sandbox, cache_dir=cache_dir)
     solution = grade_bytes(

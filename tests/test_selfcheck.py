@@ -100,3 +100,43 @@ def test_canonical_form_is_as_strict_as_the_hidden_tolerance():
     """1.25004 fails the hidden check (tolerance 1e-6): the self-check must not pass it."""
     assert selfcheck.canonical(selfcheck.encode(1.25004)) != selfcheck.canonical(selfcheck.encode(1.25))
     assert selfcheck.canonical(selfcheck.encode(np.float32(1.25))) == selfcheck.canonical(selfcheck.encode(1.25))
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        (4, 20),  # an index: 2 * 10 candidates
+        (49999, 2 * 10**5),
+        (True, 2),
+        ([0, 0, 0, 1, 0, 0, 0, 0, 0, 0], 2**10),  # a one-hot vector
+        (1.25, 2 * 10**7),  # a cost at 6 decimals
+        (12345.5, 2 * 10**11),
+        ([1.5, 2.5], (2 * 10**7) ** 2),
+        ([], 1),
+        ("text", None),
+        ([1, "a"], None),
+    ],
+)
+def test_answer_space(value, size):
+    from grader.release import answer_space
+
+    assert answer_space(value) == size
+
+
+def test_validate_names_small_hashed_answers(spec):
+    from grader.release import small_answer_spaces
+
+    found = small_answer_spaces(spec)
+    assert [f.split(" ")[0] for f in found] == ["first_nine_index", "target_for_3", "expected_cost"]
+
+
+def test_function_form(tmp_path):
+    rule = {"type": "function", "name": "f", "arguments": ["z"]}
+    ok = {"f": lambda z: z}
+    assert selfcheck._check_form(rule, None, ok) is None
+    assert "no function named f" in selfcheck._check_form(rule, None, {})
+    assert "no function named f" in selfcheck._check_form(rule, None, {"f": int})
+    assert "arguments (z)" in selfcheck._check_form(rule, None, {"f": lambda a, b: a})
+    public = {"questions": {"f": {"variable": "f", "form": rule}}}
+    (result,) = selfcheck.run_public_checks({"values": {}}, public, ok)
+    assert result["status"] == "form ok"
