@@ -62,7 +62,9 @@ def _limits(args: argparse.Namespace, spec: AssignmentSpec) -> SandboxLimits:
     limits = spec.sandbox
     overrides = {
         name: getattr(args, name)
-        for name in ("memory_mb", "cpu_seconds", "max_processes", "max_output_mb")
+        for name in (
+            "memory_mb", "cpu_seconds", "max_processes", "max_output_mb", "max_disk_mb", "cpus"
+        )
         if getattr(args, name, None) is not None
     }
     return replace(limits, **overrides) if overrides else limits
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-seconds", type=int, help="CPU time limit per sandboxed process")
     p.add_argument("--max-processes", type=int, help="process limit inside the sandbox")
     p.add_argument("--max-output-mb", type=int, help="output limit per notebook")
+    p.add_argument("--max-disk-mb", type=int, help="size of each private file system")
+    p.add_argument("--cpus", type=float, help="CPU quota per submission (with cgroups)")
     p.add_argument("--no-sandbox", action="store_true", help="run student code unprotected")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--submissions-csv", help="submission times: student, file, submitted_at")

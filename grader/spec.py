@@ -45,6 +45,8 @@ class SandboxLimits:
     max_processes: int = 256
     max_output_mb: int = 20
     max_file_mb: int = 200
+    max_disk_mb: int = 512
+    cpus: float = 1.0
     network: bool = False
 
 
