@@ -54,13 +54,28 @@ FAULTS = {
         {**dict.fromkeys(FULL, 0), **BEFORE_PARAMETERS},
         "out of time",
     ),
+    # A fork bomb in a session of its own that keeps every process it gets: the sandbox's
+    # process limit (the control group's pids.max, or RLIMIT_NPROC) refuses the kernel's own
+    # fork while it runs; then kill -9 -1 (which spares the kernel) ends it.
     "fork_bomb": (
-        "import subprocess, sys\n"
-        "bomb = subprocess.Popen([sys.executable, '-c', 'import os\\nwhile True:\\n    os.fork()'])\n"
-        "import time\ntime.sleep(3)",
+        "import os, signal, subprocess, sys, time\n"
+        "LOOP = 'import os, time\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        time.sleep(0.05)'\n"
+        "bomb = subprocess.Popen([sys.executable, '-c', LOOP], start_new_session=True)\n"
+        "time.sleep(3)\n"
+        "try:\n"
+        "    pid = os.fork()\n"
+        "except OSError as exc:\n"
+        "    refused = exc.strerror\n"
+        "else:\n"
+        "    if pid == 0:\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "    refused = None\n"
+        "os.kill(-1, signal.SIGKILL)\n"
+        "raise RuntimeError(f'fork refused: {refused}' if refused else 'fork allowed')",
         False,
         FULL,
-        "",
+        "fork refused: Resource temporarily unavailable",
     ),
 }
 
@@ -75,7 +90,16 @@ def test_fault(session, name):
 
 
 def test_no_process_left_behind(session):
-    """After the fork bomb and the killed kernels, nothing of the students' is still running."""
+    """Processes a student started in sessions of their own die with the submission."""
+    from grader.sandbox import worker_uid
+
+    code = (
+        "import subprocess\n"
+        "for _ in range(3):\n"
+        "    subprocess.Popen(['sleep', '600'], start_new_session=True)"
+    )
+    result = grade_bytes(session, _with_fault(code), student="sleepers", file="sleepers.ipynb")
+    assert _points(result) == FULL
     time.sleep(1)
     leftovers = []
     for pid in os.listdir("/proc"):
@@ -86,6 +110,6 @@ def test_no_process_left_behind(session):
         except OSError:
             continue
         uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
-        if uid == "65534":
+        if int(uid) == worker_uid():  # this process's sandboxes run as its own uid
             leftovers.append(pid)
     assert leftovers == []

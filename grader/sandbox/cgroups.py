@@ -241,7 +241,22 @@ def create(limits: GroupLimits, kind: str | None = None) -> Cgroup:
     if kind is None:
         raise OSError(cgroup_status()[1])
     name = f"grader-{os.getpid()}-{next(_counter)}"
-    return _make_v2(name, limits) if kind == "v2" else _make_v1(name, limits)
+    group = _make_v2(name, limits) if kind == "v2" else _make_v1(name, limits)
+    for folder in group.folders:
+        _sweep(folder.parent)
+    return group
+
+
+def _sweep(parent: Path) -> None:
+    """Remove the empty groups that graders which died without cleaning up left here."""
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            owner = entry.name.split("-")
+            if len(owner) != 3 or owner[0] != "grader" or not owner[1].isdigit():
+                continue
+            if not Path("/proc", owner[1]).exists():
+                with contextlib.suppress(OSError):
+                    entry.rmdir()
 
 
 @functools.cache

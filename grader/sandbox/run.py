@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..spec import SandboxLimits
 
+_DISK_FULL = b"No space left on device"
 _MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"can't allocate memory")
 
 
@@ -171,4 +172,6 @@ def exit_reason(
         return describe_signal(signum)
     if returncode != 0 and any(m in stderr[-4096:] for m in _MEMORY_MARKERS):
         return f"memory limit ({limits.memory_mb} MB)"
+    if returncode != 0 and _DISK_FULL in stderr[-4096:]:
+        return f"disk limit ({limits.max_disk_mb} MB per private file system)"
     return None
