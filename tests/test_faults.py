@@ -56,7 +56,7 @@ FAULTS = {
     ),
     # A fork bomb in a session of its own that keeps every process it gets: the sandbox's
     # process limit (the control group's pids.max, or RLIMIT_NPROC) refuses the kernel's own
-    # fork while it runs; then kill -9 -1 (which spares the kernel) ends it.
+    # fork while it runs; then kill -STOP -1 and kill -9 -1 (which spare the kernel) end it.
     "fork_bomb": (
         "import os, signal, subprocess, sys, time\n"
         "LOOP = 'import os, time\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        time.sleep(0.05)'\n"
@@ -71,7 +71,10 @@ FAULTS = {
         "        os._exit(0)\n"
         "    os.waitpid(pid, 0)\n"
         "    refused = None\n"
+        "for _ in range(20):  # kill -STOP -1 until no process forks any more, then kill -9 -1\n"
+        "    os.kill(-1, signal.SIGSTOP)\n"
         "os.kill(-1, signal.SIGKILL)\n"
+        "bomb.wait()\n"
         "raise RuntimeError(f'fork refused: {refused}' if refused else 'fork allowed')",
         False,
         FULL,
