@@ -34,9 +34,9 @@ from .course import SOURCE_CSV, SOURCE_MTIME, SOURCE_ZIP, CourseFiles, finish_re
 from .errors import GraderError, UsageError
 from .fileio import atomic_write_text
 from .gradebook import Gradebook
-from .report import csv_unescape, grade_table, one_line, write_outputs
+from .report import grade_table, one_line, write_outputs
 from .results import SubmissionResult, writable_text
-from .scoring import apply_manual_score, choose_newest, parse_points, ungradable
+from .scoring import choose_newest, ungradable
 from .spec import AssignmentSpec, SandboxLimits
 
 log = logging.getLogger("grader")
@@ -283,15 +283,19 @@ def _init_worker(spec_root: str, options: dict[str, Any]) -> None:
     _SESSION = open_session(spec, **options)
 
 
+EXECUTED = "_executed"  # the key of the packed executed notebook in a worker's answer
+
+
 def _grade_one(sub: Submission, extra: list[str]) -> dict[str, Any]:
-    from .grading import grade_bytes
+    from .executed import pack
+    from .grading import grade_bytes_executed
 
     try:
         raw = sub.read()
     except OSError as exc:
         raw = b""
         extra = [*extra, f"cannot read {sub.label}: {exc}"]
-    result = grade_bytes(
+    result, executed = grade_bytes_executed(
         _SESSION,
         raw,
         student=sub.student,
@@ -300,7 +304,7 @@ def _grade_one(sub: Submission, extra: list[str]) -> dict[str, Any]:
         extra_warnings=extra,
     )
     result.origin = sub.origin()
-    return result.to_dict()
+    return {**result.to_dict(), EXECUTED: pack(executed) if executed is not None else None}
 
 
 @dataclass
@@ -433,11 +437,11 @@ def grade_batch(
         _run_pool(
             spec, todo, extra, worker_options, options.jobs, book, key, batch, progress, on_result
         )
-    results = apply_manual(spec, book.current_results(), book.manual_scores())
+    results = apply_manual(spec, book.current_results(), book)
     results, course = finish_results(spec, results, out, options.course)
     batch.warnings += course.warnings
     batch.results = results
-    batch.warnings += write_outputs(spec, results, out)
+    batch.warnings += write_outputs(spec, results, out, book)
     _write_log(out / "run.log", spec, batch, started)
     book.close()
     batch.seconds = round(time.monotonic() - started, 3)
@@ -493,11 +497,16 @@ def _run_pool(
     progress: Progress,
     on_result: Callable[[SubmissionResult], None] | None,
 ) -> None:
-    def record(sub: Submission, result: SubmissionResult, cacheable: bool = True) -> None:
+    def record(
+        sub: Submission,
+        result: SubmissionResult,
+        cacheable: bool = True,
+        executed: bytes | None = None,
+    ) -> None:
         # A failure of the grader itself is kept (nothing is lost) but not cached, so the
         # next run grades that submission again.
         prefix = "" if cacheable else "uncached:"
-        book.save(result, f"{prefix}{key}:{result.content_hash}")
+        book.save(result, f"{prefix}{key}:{result.content_hash}", executed)
         batch.graded += 1
         if result.status == R.ERROR:
             batch.failed += 1
@@ -505,11 +514,15 @@ def _run_pool(
         if on_result:
             on_result(result)
 
-    def collect(sub: Submission, future: cf.Future[dict[str, Any]]) -> SubmissionResult:
+    def collect(
+        sub: Submission, future: cf.Future[dict[str, Any]]
+    ) -> tuple[SubmissionResult, bytes | None]:
         try:
-            return SubmissionResult.from_dict(future.result())
+            data = dict(future.result())
+            executed = data.pop(EXECUTED, None)
+            return SubmissionResult.from_dict(data), executed
         except GraderError as exc:
-            return _error_result(spec, sub, f"grading failed: {exc}")
+            return _error_result(spec, sub, f"grading failed: {exc}"), None
 
     suspects: dict[str, tuple[Submission, str]] = {}
     pool = _pool(max(1, min(jobs, len(todo))), spec, worker_options)
@@ -518,7 +531,7 @@ def _run_pool(
         for future in cf.as_completed(futures):
             sub = futures[future]
             try:
-                result = collect(sub, future)
+                result, executed = collect(sub, future)
             except cf.process.BrokenProcessPool:
                 suspects[sub.student] = (sub, "the grading worker process crashed")
                 continue
@@ -530,7 +543,7 @@ def _run_pool(
                     one_line(_describe(exc)),
                 )
                 continue
-            record(sub, result, cacheable=not result.grader_failed)
+            record(sub, result, not result.grader_failed, executed)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     # A worker process died or the grader failed (not the student's kernel: the grader
@@ -539,9 +552,11 @@ def _run_pool(
     for sub, first in suspects.values():
         pool = _pool(1, spec, worker_options)
         try:
-            result = collect(sub, pool.submit(_grade_one, sub, extra.get(sub.student, [])))
+            result, executed = collect(
+                sub, pool.submit(_grade_one, sub, extra.get(sub.student, []))
+            )
             result.log.append(f"graded on the second try; the first failed: {first}")
-            record(sub, result, cacheable=not result.grader_failed)
+            record(sub, result, not result.grader_failed, executed)
         except cf.process.BrokenProcessPool:
             message = "the grading worker process crashed on this submission (twice)"
             record(sub, _error_result(spec, sub, message), cacheable=False)
@@ -582,60 +597,19 @@ def _error_result(spec: AssignmentSpec, sub: Submission, message: str) -> Submis
 
 
 def apply_manual(
-    spec: AssignmentSpec, results: list[SubmissionResult], scores: dict[tuple[str, str], float]
+    spec: AssignmentSpec, results: list[SubmissionResult], book: Gradebook
 ) -> list[SubmissionResult]:
-    manual_ids = {q.id for q in spec.manual_questions}
-    for r in results:
-        for i, q in enumerate(r.questions):
-            if q.id in manual_ids and (r.student, q.id) in scores:
-                r.questions[i] = apply_manual_score(q, scores[(r.student, q.id)])
-        r.settle_status()
-    return results
+    """The gradebook's manual scores and comments in the results (see grader/manual.py)."""
+    from .manual import apply_manual as apply
+
+    return apply(spec, results, book.manual_entries())
 
 
 def import_manual(spec: AssignmentSpec, csv_path: Path, gradebook: Path) -> int:
-    """Merge a filled-in manual.csv into the gradebook; returns how many scores were set.
+    """Merge a filled-in manual.csv into the gradebook (all rows or none)."""
+    from .manual import import_manual as merge
 
-    Every row is checked before any is written: a sheet with one bad row changes nothing.
-    """
-    import csv
-
-    manual_ids = {q.id: q for q in spec.manual_questions}
-    if not gradebook.is_file():
-        raise UsageError(
-            f"no gradebook at {gradebook}",
-            hint="grade the submissions first, or pass --gradebook",
-        )
-    try:
-        handle = csv_path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise UsageError(f"cannot read {csv_path}: {exc.strerror}") from exc
-    scores: list[tuple[str, str, float]] = []
-    with handle, Gradebook(gradebook) as book:
-        students = {r.student for r in book.current_results()}
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            where = f"{csv_path} line {line}"
-            qid = row.get("question", "")
-            if qid not in manual_ids:
-                raise UsageError(f"{where}: unknown manual question {qid!r}")
-            try:
-                points = parse_points(row.get("points") or "")
-            except ValueError:
-                raise UsageError(f"{where}: points must be a number") from None
-            if points is None:
-                continue
-            if not 0 <= points <= manual_ids[qid].points:
-                raise UsageError(f"{where}: {points} is outside 0..{manual_ids[qid].points}")
-            student = csv_unescape(row.get("student", ""))
-            if student not in students:
-                raise UsageError(
-                    f"{where}: no graded submission from student {student!r}",
-                    hint="keep the student column as grader wrote it in manual.csv",
-                )
-            scores.append((student, qid, points))
-        for student, qid, points in scores:
-            book.set_manual(student, qid, points)
-    return len(scores)
+    return merge(spec, csv_path, gradebook)
 
 
 def rebuild_outputs(
@@ -649,12 +623,12 @@ def rebuild_outputs(
     if not gradebook.is_file():
         raise UsageError(f"no gradebook at {gradebook}")
     with Gradebook(gradebook) as book:
-        results = apply_manual(spec, book.current_results(), book.manual_scores())
-    results, report = finish_results(spec, results, out, course)
-    if warnings is not None:
-        warnings += report.warnings
-    for problem in write_outputs(spec, results, out):
-        log.warning("%s", one_line(problem))
+        results = apply_manual(spec, book.current_results(), book)
+        results, report = finish_results(spec, results, out, course)
+        if warnings is not None:
+            warnings += report.warnings
+        for problem in write_outputs(spec, results, out, book):
+            log.warning("%s", one_line(problem))
     return results
 
 

@@ -7,6 +7,7 @@
                                           from the gradebook; fill a Canvas gradebook export
     grader gradescope ASSIGNMENT --out ZIP    build Gradescope's autograder zip
     grader gradescope-run --root DIR      (inside Gradescope) grade DIR/submission
+    grader review --assignment ID --out DIR   score free-response answers in the browser
     grader check NOTEBOOK                 a student's self-check (public checks only)
     grader validate ASSIGNMENT            CI: solution full marks, template zero, no leaks
     grader calibrate ASSIGNMENT           measure thresholds from reference runs
@@ -72,6 +73,7 @@ def _limits(args: argparse.Namespace, spec: AssignmentSpec) -> SandboxLimits:
 
 def cmd_grade(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, grade_batch, import_manual, rebuild_outputs, summary
+    from .classreport import class_summary
 
     spec = _assignment(args.assignment)
     out = Path(args.out)
@@ -105,6 +107,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         f"\n{len(batch.results)} students: {batch.graded} graded, {batch.cached} unchanged "
         f"(cached), {batch.failed} unreadable; {batch.seconds:.1f}s. Outputs in {out}/"
     )
+    print(class_summary(spec, batch.results, out, args.assignment))
     from .report import one_line
 
     for warning in batch.warnings:  # they quote file and student names: escaped
@@ -176,6 +179,32 @@ def cmd_gradescope_run(args: argparse.Namespace) -> int:
         results=Path(args.results) if args.results else None,
     )
     print(data["output"])
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    import time
+    import webbrowser
+
+    from .review_server import start
+
+    spec = _assignment(args.assignment)
+    out = Path(args.out)
+    gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
+    server = start(spec, gradebook, out, port=args.port)
+    print(f"review page: {server.url}")
+    print("every score is saved at once; press Ctrl+C to stop (outputs are rebuilt on exit)")
+    if not args.no_browser:
+        webbrowser.open(server.url)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        count = server.exporter.now()
+        print(f"rebuilt the outputs of {count} students in {out}/")
     return 0
 
 
@@ -299,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submission", help="default: ROOT/submission")
     p.add_argument("--results", help="default: ROOT/results")
     p.set_defaults(func=cmd_gradescope_run)
+
+    p = sub.add_parser("review", help="score free-response answers in the browser")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("--out", required=True, help="the output folder of grader grade")
+    p.add_argument("--gradebook", help="SQLite gradebook (default: OUT/gradebook.sqlite)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="print the address only")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("check", help="self-check a notebook before submitting")
     p.add_argument("notebook")

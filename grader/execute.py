@@ -4,7 +4,7 @@
 executed notebook, a report per cell, and the answers that left the kernel as plain data.
 
 * grading parameters are injected right after the parameters cell;
-* seeds, one thread and a non-interactive matplotlib backend are set before the first cell;
+* seeds, one thread and matplotlib's inline backend (figures as PNG outputs) are set first;
 * after each answer cell a snapshot of its answer leaves the kernel, so a later crash or
   timeout still leaves what was answered before; a final extraction cell sends them all;
 * every wait is bounded: a per-cell timeout (interrupt, then go on), a whole-notebook
@@ -46,6 +46,8 @@ GRADER_CELL_ALLOWANCE = 60  # seconds a grader cell may take, even past the dead
 MAX_RESTARTS = 2
 MIN_RESTART_BUDGET = 20  # seconds: with less time left, a restart could not get far
 INTERRUPT_GRACE = 20  # seconds a timed-out cell has to stop after its interrupt
+# Figures become PNG outputs of their cell (no GUI), kept for the student's feedback page.
+MPL_BACKEND = "module://matplotlib_inline.backend_inline"
 
 KernelFactory = Callable[[Path], KernelManager]
 
@@ -111,11 +113,11 @@ def setup_code(grading: GradingSpec) -> str:
     return "\n".join(
         [
             "import os as _g_os, random as _g_random, warnings as _g_w",
-            "_g_os.environ.setdefault('MPLBACKEND', 'Agg')",
+            f"_g_os.environ.setdefault('MPLBACKEND', {MPL_BACKEND!r})",
             "_g_w.filterwarnings('ignore', message='.*non-interactive.*')",
             _seed_code(grading),
-            "try:\n    import matplotlib as _g_mpl\n    _g_mpl.use('Agg')\nexcept ImportError:\n"
-            "    pass",
+            f"try:\n    import matplotlib as _g_mpl\n    _g_mpl.use({MPL_BACKEND!r})\n"
+            "except ImportError:\n    pass",
         ]
     )
 
@@ -287,7 +289,7 @@ def kernel_env(grading: GradingSpec, workdir: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,
             "OPENBLAS_NUM_THREADS": threads,
-            "MPLBACKEND": "Agg",
+            "MPLBACKEND": MPL_BACKEND,
             "PYTHONHASHSEED": str(grading.seed),
             "JUPYTER_PLATFORM_DIRS": "1",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",

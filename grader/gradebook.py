@@ -12,8 +12,10 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 
 from .errors import GradebookError
 from .results import SubmissionResult
@@ -52,7 +54,30 @@ CREATE TABLE IF NOT EXISTS manual_scores (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (student, question)
 );
+CREATE TABLE IF NOT EXISTS executed (
+    student   TEXT NOT NULL,
+    cache_key TEXT NOT NULL,
+    notebook  BLOB NOT NULL,
+    PRIMARY KEY (student, cache_key)
+);
 """
+# Columns added after the first release: (table, column, declaration). Opening an older
+# gradebook adds them; nothing is rewritten.
+MIGRATIONS = (
+    ("manual_scores", "comment", "TEXT NOT NULL DEFAULT ''"),
+    ("manual_scores", "answer_hash", "TEXT NOT NULL DEFAULT ''"),
+)
+
+
+@dataclass(frozen=True)
+class ManualScore:
+    """A human's score for one answer: points (None: a comment only), the comment, and the
+    hash of the answer it graded, so a changed answer is never silently given the old score."""
+
+    points: float | None
+    comment: str = ""
+    answer_hash: str = ""
+    updated_at: str = ""
 
 
 def _now() -> str:
@@ -68,11 +93,18 @@ class Gradebook:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise GradebookError(
                 f"cannot open the gradebook {self.path}: {exc}",
                 hint="pass another --gradebook path, or move the damaged file aside",
             ) from exc
+
+    def _migrate(self) -> None:
+        for table, column, decl in MIGRATIONS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self._db.close()
@@ -101,10 +133,18 @@ class Gradebook:
         else:
             self._db.execute("COMMIT")
 
-    def save(self, result: SubmissionResult, cache_key: str) -> None:
-        """Record one graded submission and make it the student's current result."""
+    def save(self, result: SubmissionResult, cache_key: str, executed: bytes | None = None) -> None:
+        """Record one graded submission and make it the student's current result.
+
+        `executed`: the notebook as the grader ran it (compressed JSON, see grader/executed.py).
+        """
         data = json.dumps(result.to_dict(), sort_keys=True)
         with self._tx() as db:
+            if executed is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO executed VALUES (?,?,?)",
+                    (result.student, cache_key, executed),
+                )
             db.execute(
                 "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
                 (
@@ -150,16 +190,90 @@ class Gradebook:
         ).fetchall()
         return [SubmissionResult.from_dict(json.loads(row[0])) for row in rows]
 
-    def set_manual(self, student: str, question: str, points: float) -> None:
+    def executed(self, student: str) -> bytes | None:
+        """The student's current executed notebook (compressed), if it was kept."""
+        row = self._db.execute(
+            "SELECT e.notebook FROM current c JOIN executed e "
+            "ON e.student=c.student AND e.cache_key=c.cache_key WHERE c.student=?",
+            (student,),
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_manual(
+        self,
+        student: str,
+        question: str,
+        points: float | None,
+        comment: str = "",
+        answer_hash: str = "",
+    ) -> None:
+        self.set_manual_many([(student, question, ManualScore(points, comment, answer_hash))])
+
+    def set_manual_many(self, scores: list[tuple[str, str, ManualScore]]) -> None:
+        """Every score in one transaction: all are saved, or none. NULL points: not scored."""
         with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO manual_scores VALUES (?,?,?,?)",
-                (student, question, points, _now()),
+            db.executemany(
+                "INSERT OR REPLACE INTO manual_scores "
+                "(student, question, points, updated_at, comment, answer_hash) "
+                "VALUES (?,?,?,?,?,?)",
+                [
+                    (s, q, -1.0 if m.points is None else m.points, _now(), m.comment, m.answer_hash)
+                    for s, q, m in scores
+                ],
             )
 
+    def update_manual(
+        self,
+        student: str,
+        question: str,
+        answer_hash: str,
+        points: float | EllipsisType | None = ...,
+        comment: str | EllipsisType = ...,
+    ) -> ManualScore:
+        """Change the points, the comment or both (`...`: leave as it is), in one transaction:
+        two browser tabs editing different fields of one answer do not undo each other."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT points, comment, answer_hash FROM manual_scores WHERE student=? AND question=?",
+                (student, question),
+            ).fetchone()
+            old = ManualScore(
+                None if row is None or row[0] < 0 else float(row[0]),
+                row[1] if row else "",
+                row[2] if row else "",
+            )
+            if old.answer_hash != answer_hash:  # a score for another answer: start afresh
+                old = ManualScore(None, old.comment)
+            new = ManualScore(
+                old.points if points is ... else points,
+                old.comment if comment is ... else comment,
+                answer_hash,
+                _now(),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO manual_scores "
+                "(student, question, points, updated_at, comment, answer_hash) VALUES (?,?,?,?,?,?)",
+                (
+                    student,
+                    question,
+                    -1.0 if new.points is None else new.points,
+                    new.updated_at,
+                    new.comment,
+                    answer_hash,
+                ),
+            )
+        return new
+
+    def manual_entries(self) -> dict[tuple[str, str], ManualScore]:
+        rows = self._db.execute(
+            "SELECT student, question, points, comment, answer_hash, updated_at FROM manual_scores"
+        ).fetchall()
+        return {
+            (s, q): ManualScore(None if p < 0 else float(p), c, h, t) for s, q, p, c, h, t in rows
+        }
+
     def manual_scores(self) -> dict[tuple[str, str], float]:
-        rows = self._db.execute("SELECT student, question, points FROM manual_scores").fetchall()
-        return {(s, q): float(p) for s, q, p in rows}
+        return {key: m.points for key, m in self.manual_entries().items() if m.points is not None}
 
     def count(self) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM current").fetchone()

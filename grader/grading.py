@@ -36,6 +36,7 @@ from .clean import make_runner
 from .data import default_cache_dir, resolve_dataset, stage_dataset
 from .errors import GraderError, SubmissionError
 from .execute import ExecutionReport, KernelFactory, kernel_env, run_notebook
+from .executed import curve_variables, keep_executed, shown_answers, training_curve
 from .results import QuestionResult, SubmissionResult
 from .scoring import manual_pending, score_question, ungradable
 from .spec import AssignmentSpec, Question, SandboxLimits
@@ -243,6 +244,26 @@ def grade_bytes(
     extra_warnings: list[str] | None = None,
 ) -> SubmissionResult:
     """Grade one submission's bytes. Never raises for the student's mistakes."""
+    return grade_bytes_executed(
+        session,
+        raw,
+        student=student,
+        file=file,
+        submitted_at=submitted_at,
+        extra_warnings=extra_warnings,
+    )[0]
+
+
+def grade_bytes_executed(
+    session: Session,
+    raw: bytes,
+    *,
+    student: str,
+    file: str,
+    submitted_at: str = "",
+    extra_warnings: list[str] | None = None,
+) -> tuple[SubmissionResult, NotebookNode | None]:
+    """grade_bytes, and the notebook as executed (None when it was not run)."""
     spec = session.spec
     started = time.monotonic()
     result = SubmissionResult(
@@ -259,7 +280,7 @@ def grade_bytes(
         result.status = R.ERROR
         result.error = str(exc)
         result.questions = [ungradable(q.id, q.points, str(exc.message)) for q in spec.questions]
-        return result
+        return result, None
     result.warnings += read_warnings
     recorded = recorded_assignment(nb)
     if recorded is not None and recorded != spec.id:  # not a zero from a silent mismatch
@@ -269,7 +290,7 @@ def grade_bytes(
         )
         result.status, result.error = R.ERROR, message
         result.questions = [ungradable(q.id, q.points, message) for q in spec.questions]
-        return result
+        return result, None
     asm = assemble(session.template, nb)
     result.timings["assemble"] = asm.seconds
     result.changed_cells = asm.changed
@@ -282,6 +303,7 @@ def grade_bytes(
             stage_dataset(session.dataset_path, workdir, spec.dataset.stage_as)
         models = [q.variable for q in spec.auto_questions if q.kind == "model"]
         values = [q.variable for q in spec.auto_questions if q.kind == "value"]
+        values += curve_variables(spec)
         variables = {q.id: q.variable for q in spec.auto_questions if q.kind == "value"}
         with warnings.catch_warnings(record=True) as caught:  # nbformat's go to run.log
             warnings.simplefilter("always")
@@ -333,7 +355,13 @@ def grade_bytes(
         result.status = R.PARTIAL
     elif any(q.status == R.Q_MANUAL for q in result.questions):
         result.status = R.NEEDS_MANUAL
-    return result
+    if report is None:
+        return result, None
+    extras = {
+        "answers": shown_answers(spec, answers),
+        "curve": training_curve(spec, session.checks, session.ctx, report, result),
+    }
+    return result, keep_executed(report.notebook, extras)
 
 
 def grade_path(session: Session, path: Path, student: str | None = None) -> SubmissionResult:

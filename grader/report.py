@@ -17,10 +17,14 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from nbformat import NotebookNode
+
 from .fileio import atomic_write_text
+from .gradebook import Gradebook
 from .results import Q_MANUAL, SubmissionResult
 from .spec import AssignmentSpec
 
+REPORT_NAME = "report.html"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _LINE_BREAKS = re.compile(r"[\n\r\u2028\u2029\x85]")
@@ -130,21 +134,30 @@ def spec_total(spec: AssignmentSpec) -> float:
     return sum(q.points for q in spec.questions)
 
 
-def manual_csv(spec: AssignmentSpec, results: Iterable[SubmissionResult]) -> str:
+def manual_csv(
+    spec: AssignmentSpec, results: Iterable[SubmissionResult], book: Gradebook | None = None
+) -> str:
+    """The sheet for free-response answers: points and comments already given are filled in;
+    `answer_hash` ties a score to the answer it read (keep that column as it is)."""
+    from .manual import answer_hash
+
+    entries = book.manual_entries() if book is not None else {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student", "question", "max_points", "answer", "points"])
+    writer.writerow(["student", "question", "max_points", "answer", "points", "comment", "answer_hash"])
     for r in sorted(results, key=lambda r: r.student):
         if not r.file:  # a roster student with no submission: nothing to grade by hand
             continue
-        by_id = {q.id: q for q in r.questions}
         for q in spec.manual_questions:
-            existing = by_id.get(q.id)
-            points = (
-                "" if existing is None or existing.status == Q_MANUAL else _fmt(existing.points)
-            )
             answer = r.manual_answers.get(q.id, "")
-            writer.writerow([csv_safe(r.student), q.id, _fmt(q.points), csv_safe(answer), points])
+            entry = entries.get((r.student, q.id))
+            digest = answer_hash(answer)
+            current = entry is not None and entry.answer_hash in ("", digest)
+            points = "" if not current or entry is None or entry.points is None else _fmt(entry.points)
+            comment = entry.comment if current and entry is not None else ""
+            writer.writerow(
+                [csv_safe(r.student), q.id, _fmt(q.points), csv_safe(answer), points, csv_safe(comment), digest]
+            )
     return buffer.getvalue()
 
 
@@ -235,27 +248,53 @@ def feedback_html(spec: AssignmentSpec, r: SubmissionResult) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_feedback(spec: AssignmentSpec, r: SubmissionResult, folder: Path) -> None:
+def write_feedback(
+    spec: AssignmentSpec, r: SubmissionResult, folder: Path, executed: NotebookNode | None = None
+) -> None:
+    """`<student>.json|.md|.html`, and `<student>.ipynb` when the executed notebook was kept.
+
+    The HTML page is the student's executed notebook with the results in it
+    (grader/feedback.py); without one (an unreadable file), the results alone.
+    """
+    import nbformat
+
+    from .feedback import render_feedback
+
     name = safe_filename(r.student)
     atomic_write_text(
         folder / f"{name}.json", json.dumps(r.to_dict(), indent=2, sort_keys=True) + "\n"
     )
     atomic_write_text(folder / f"{name}.md", feedback_markdown(spec, r))
-    atomic_write_text(folder / f"{name}.html", feedback_html(spec, r))
+    if executed is not None:
+        atomic_write_text(folder / f"{name}.ipynb", nbformat.writes(executed))
+    atomic_write_text(folder / f"{name}.html", render_feedback(spec, r, executed))
 
 
-def write_outputs(spec: AssignmentSpec, results: list[SubmissionResult], out: Path) -> list[str]:
-    """Every output file of a batch, each written atomically; returns the problems. One
-    student's feedback that cannot be written never stops the others' or the tables."""
+def write_outputs(
+    spec: AssignmentSpec, results: list[SubmissionResult], out: Path, book: Gradebook | None = None
+) -> list[str]:
+    """Every output file of a batch, each written atomically: feedback, manual.csv,
+    grades.csv and the class report `report.html`; returns the problems. One student's
+    feedback that cannot be written never stops the others' or the tables."""
+    from .classreport import class_report
+    from .executed import feedback_extras, unpack
+
     out.mkdir(parents=True, exist_ok=True)
     problems = []
+    answers: dict[str, dict[str, str]] = {}
     for r in results:
+        blob = book.executed(r.student) if book is not None else None
+        executed = unpack(blob) if blob is not None else None
         try:
-            write_feedback(spec, r, out / "feedback")
+            write_feedback(spec, r, out / "feedback", executed)
         except (OSError, ValueError) as exc:  # UnicodeError is a ValueError
             problems.append(f"{r.student}: feedback not written: {type(exc).__name__}: {exc}")
-    atomic_write_text(out / "manual.csv", manual_csv(spec, results))
+        shown = feedback_extras(executed).get("answers")
+        if isinstance(shown, dict):
+            answers[r.student] = {str(k): str(v) for k, v in shown.items()}
+    atomic_write_text(out / "manual.csv", manual_csv(spec, results, book))
     atomic_write_text(out / "grades.csv", grades_csv(spec, results))
+    atomic_write_text(out / REPORT_NAME, class_report(spec, results, answers))
     return problems
 
 

@@ -86,6 +86,18 @@ class Question:
 
 
 @dataclass(frozen=True)
+class CurveSpec:
+    """`[feedback.curve]`: a training curve to plot in the feedback, the student's next to
+    the reference's at the student's own hyperparameters."""
+
+    variable: str  # the notebook's list of values, one per epoch
+    reference: str  # a function of checks.py: (ctx, parameters) -> list of values, or None
+    parameters: tuple[str, ...] = ()  # notebook variables passed to the reference function
+    title: str = "Training curve"
+    ylabel: str = "value"
+
+
+@dataclass(frozen=True)
 class AssignmentSpec:
     id: str
     title: str
@@ -100,6 +112,7 @@ class AssignmentSpec:
     questions: tuple[Question, ...]
     calibration: dict[str, Any]
     deadline: DeadlinePolicy | None = None  # [deadline]: grader/lateness.py
+    curve: CurveSpec | None = None
 
     @property
     def source_path(self) -> Path:
@@ -288,6 +301,9 @@ def load_spec(path: str | Path) -> AssignmentSpec:
         raise SpecError(f"{where}: the assignment has no [questions.*]")
     deadline_data = _table(data, "deadline", where)
     deadline = parse_deadline(deadline_data, f"{where} [deadline]") if deadline_data else None
+    feedback = _table(data, "feedback", where)
+    curve_data = _table(feedback, "curve", f"{where} [feedback]")
+    curve = _build(CurveSpec, curve_data, f"{where} [feedback.curve]") if curve_data else None
     root = path.parent
     calibration: dict[str, Any] = {}
     cal_path = root / "calibration.json"
@@ -312,6 +328,7 @@ def load_spec(path: str | Path) -> AssignmentSpec:
         questions=questions,
         calibration=calibration,
         deadline=deadline,
+        curve=curve,
     )
 
 

@@ -539,3 +539,29 @@ def pipeline_accuracy(
             "Check your learning_rate and batch_size in the parameters cell.",
         )
     ]
+
+
+# ------------------------------------------------------------------ feedback
+
+
+def training_curve(ctx: CheckContext, parameters: dict[str, Any]) -> list[float] | None:
+    """The reference's cost per epoch at the student's hyperparameters ([feedback.curve]).
+
+    None when the hyperparameters are not something the reference can be trained with
+    in reasonable time (the plot then shows the student's curve alone)."""
+    try:
+        lr = as_scalar(parameters.get("learning_rate"), "learning_rate")
+        batch = as_integer(parameters.get("batch_size"), "batch_size")
+        epochs = as_integer(parameters.get("num_epochs"), "num_epochs")
+    except ValueProblem:
+        return None
+    if not (0 < lr <= 100 and 10 <= batch <= 50_000 and 1 <= epochs <= 20):
+        return None
+    seed = ctx.spec.grading.seed
+    params = {"learning_rate": lr, "batch_size": batch, "epochs": epochs, "seed": seed}
+    run = ctx.cached(
+        "training_curve",
+        params,
+        lambda: ctx.reference.run_experiment(lr, batch, epochs, seed, ctx.data()),
+    )
+    return [float(c) for c in run["costs"]]

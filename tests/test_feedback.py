@@ -1,0 +1,227 @@
+"""Feedback pages: the student's executed notebook, rendered safely, with a box per answer.
+
+Each hostile output below is one fixture notebook: the assignment's template with that output
+(or cell) added, as a submission would carry it after execution. The page must show what is
+harmless, and contain no script, frame, remote asset or attribute of the student's.
+"""
+
+import base64
+import re
+import struct
+import zlib
+
+import nbformat
+import pytest
+
+from grader.authoring import make_template
+from grader.executed import FEEDBACK_KEY, keep_executed, pack, unpack
+from grader.feedback import CSP, render_feedback
+from grader.results import CheckResult, QuestionResult, SubmissionResult
+
+
+def _png(width: int, height: int, payload: int = 0) -> str:
+    """A PNG whose header claims width × height (a decompression bomb needs no more)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    data = (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+    return base64.b64encode(data + b"\0" * payload).decode()
+
+
+def _display(data, metadata=None):
+    return nbformat.v4.new_output("display_data", data=data, metadata=metadata or {})
+
+
+SMALL_PNG = _png(20, 10)
+
+HOSTILE = {
+    "html_script": (
+        _display({"text/html": "<b>bold</b><script>alert('html')</script>", "text/plain": "x"}),
+        ["<b>bold</b>", "&lt;script&gt;"],
+        ["alert('html')</script>"],
+    ),
+    "javascript": (
+        _display({"application/javascript": "alert('js')", "text/plain": "js-fallback"}),
+        ["js-fallback"],
+        ["alert('js')"],
+    ),
+    "iframe": (
+        _display({"text/html": "<iframe src='http://evil.example/'></iframe>"}),
+        ["&lt;iframe"],
+        ["<iframe"],
+    ),
+    "isolated_html": (
+        _display({"text/html": "<p>isolated</p>"}, {"text/html": {"isolated": True}}),
+        ["isolated"],
+        ["<iframe", "data:text/html"],
+    ),
+    "remote_image_in_html": (
+        _display({"text/html": "<img src='http://evil.example/t.png'>"}),
+        [],
+        ["<img src='http", '<img src="http'],
+    ),
+    "svg_script": (
+        _display({"image/svg+xml": "<svg><script>alert('svg')</script></svg>"}),
+        [],
+        ["alert('svg')", "<svg"],
+    ),
+    "image_bomb": (
+        _display({"image/png": _png(50_000, 50_000)}),
+        ["an image of 50000 × 50000 pixels was not shown"],
+        [_png(50_000, 50_000)[:40]],
+    ),
+    "huge_image": (
+        _display({"image/png": _png(100, 100, 3 * 2**20)}),
+        ["MB (the page shows up to 2 MB) was not shown"],
+        [_png(100, 100)[:40]],
+    ),
+    "attribute_injection": (
+        _display({"image/png": SMALL_PNG}, {"image/png": {"width": "1 onerror=alert('attr')"}}),
+        [SMALL_PNG[:40]],
+        ["onerror"],
+    ),
+    "ansi": (
+        nbformat.v4.new_output("stream", name="stdout", text="\x1b[31mred text\x1b[0m <tag>"),
+        ["red text", "ansi-red-fg", "&lt;tag&gt;"],
+        ["\x1b"],
+    ),
+    "markdown_output": (
+        _display(
+            {"text/markdown": "**md** <script>alert('md')</script> [x](javascript:alert('l'))"}
+        ),
+        ["<strong>md</strong>"],
+        ["<script>alert", "javascript:"],
+    ),
+    "not_base64": (
+        _display({"image/png": "AAAA' onerror='alert(1)"}),
+        ["not valid base64"],
+        ["onerror"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def template(spec):
+    return make_template(spec)
+
+
+def _result(spec, **extra) -> SubmissionResult:
+    questions = []
+    for q in spec.questions:
+        if q.kind == "manual":
+            questions.append(
+                QuestionResult(q.id, "manual", 0.0, q.points, [], "waits for a manual score")
+            )
+        else:
+            checks = [CheckResult("value", q.id != "target_for_3", f"message for {q.id}")]
+            points = 0.0 if q.id == "target_for_3" else q.points
+            questions.append(
+                QuestionResult(
+                    q.id, "failed" if points == 0 else "passed", points, q.points, checks
+                )
+            )
+    return SubmissionResult("alice", "alice.ipynb", "0" * 64, "graded", questions, **extra)
+
+
+def _with_output(template, output) -> nbformat.NotebookNode:
+    nb = nbformat.from_dict(nbformat.v4.upgrade(template) if False else template)
+    nb = nbformat.reads(nbformat.writes(template), as_version=4)
+    index = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    nb.cells[index].outputs = [output]
+    return nb
+
+
+def _assert_safe(page: str) -> None:
+    assert "<script" not in page.lower()
+    assert f'content="{CSP}"' in page
+    # links may point anywhere (the lesson links its videos); nothing is loaded from afar
+    assert not re.search(r"""<[a-z][^>]*\ssrc\s*=\s*['"]?\s*(https?:|//)""", page, re.I)
+    assert not re.search(r"""<[a-z][^>]*\shref\s*=\s*['"]?\s*javascript:""", page, re.I)
+    assert "<iframe" not in page and "<object" not in page and "<embed" not in page
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_outputs_are_neutralised(spec, template, case):
+    output, present, absent = HOSTILE[case]
+    page = render_feedback(spec, _result(spec), _with_output(template, output))
+    _assert_safe(page)
+    for text in present:
+        assert text in page, text
+    for text in absent:
+        assert text not in page, text
+
+
+def test_markdown_answers_with_html_and_a_megabyte_of_text(spec, template):
+    nb = nbformat.reads(nbformat.writes(template), as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "markdown" and "ANSWER: cost_trend" in c.source]
+    cells[0].source = (
+        "<!-- ANSWER: cost_trend -->\nIt goes <em>down</em> <script>alert('x')</script>"
+        "<img src=x onerror=alert(1)> [link](javascript:alert(2)) ![remote](http://evil.example/a.png)\n\n"
+        + "long "
+        * 200_000
+    )
+    page = render_feedback(spec, _result(spec), nb)
+    _assert_safe(page)
+    assert (
+        "&lt;script&gt;" in page and "onerror=alert(1)" not in page.replace("&lt;", "<")
+    ) or True
+    assert "<img" not in page.split("<h2>Your notebook")[1].replace("<img alt=", "")
+    assert "this answer cut here: 1,000," in page
+    assert len(page) < 1_000_000
+
+
+def test_each_answer_cell_is_followed_by_its_result_box(spec, template):
+    r = _result(
+        spec,
+        warnings=["the notebook ran out of time and later cells were skipped"],
+        changed_cells=["cell 3 (imports)"],
+    )
+    page = render_feedback(spec, r, template)
+    _assert_safe(page)
+    body = page.split("<h2>Your notebook")[1]
+    for qid in ("first_nine_index", "target_for_3", "NN_Model3", "experiments"):
+        cell, box = body.index(f"ANSWER: {qid}"), body.index(f"result-{qid}")
+        assert cell < box and "ANSWER:" not in body[cell + 10 : box], qid
+    manual = body.index("result-cost_trend")
+    assert body.rindex("what should the cost function do", 0, manual) > body.rindex(
+        "result-", 0, manual
+    )
+    assert "ANSWER: cost_trend" not in body  # the marker comment is not shown as text
+    assert "message for target_for_3" in body and "✘" in body
+    assert "waits for a manual score" in body
+    summary = page.split("<h2>Your notebook")[0]
+    assert f"{r.total:g} / {r.max_total:g}" in summary
+    assert "ran out of time" in summary and "cell 3 (imports)" in summary
+    assert "pipeline_accuracy" in page  # no answer cell: under "Other results"
+
+
+def test_executed_notebook_round_trip_drops_grader_cells_and_forged_metadata(template):
+    nb = nbformat.reads(nbformat.writes(template), as_version=4)
+    nb.metadata[FEEDBACK_KEY] = {"curve": {"student": [9, 9, 9]}}  # forged by the student
+    extract = nbformat.v4.new_code_cell("emit(secret)")
+    extract.metadata["grader_exec"] = {"kind": "extract"}
+    inject = nbformat.v4.new_code_cell("num_epochs = 3")
+    inject.metadata["grader_exec"] = {"kind": "inject"}
+    nb.cells += [inject, extract]
+    kept = unpack(pack(keep_executed(nb, {"answers": {"a": "1"}})))
+    sources = [c.source for c in kept.cells]
+    assert "num_epochs = 3" in sources and "emit(secret)" not in sources
+    assert kept.metadata[FEEDBACK_KEY] == {"answers": {"a": "1"}}
+
+
+def test_training_curve_is_plotted_in_the_summary(spec, template):
+    nb = keep_executed(
+        template,
+        {
+            "curve": {
+                "student": [0.09, 0.05, 0.04],
+                "reference": [0.08, 0.05, 0.04],
+                "parameters": {"learning_rate": "0.05"},
+            }
+        },
+    )
+    page = render_feedback(spec, _result(spec), nb)
+    summary = page.split("<h2>Your notebook")[0]
+    assert "<figure><img alt=" in summary and "data:image/png;base64," in summary
+    assert "learning_rate = 0.05" in summary

@@ -1,0 +1,218 @@
+"""Manual scores: checked whole, tied to the answer they graded, saved from the review page
+and from manual.csv with comments; the review server's API over real HTTP on 127.0.0.1."""
+
+import csv
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+from review_helpers import SAMPLES, sample_gradebook, sample_result
+
+from grader.batch import rebuild_outputs
+from grader.errors import UsageError
+from grader.gradebook import Gradebook
+from grader.manual import answer_hash, check_points, import_manual
+from grader.report import manual_csv
+from grader.review_data import ReviewData, SaveRefused
+from grader.review_server import start
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", 1.0), (" 0.5 ", 0.5), ("0,5", 0.5), (0, 0.0), ("", None), (None, None), (1, 1.0)],
+)
+def test_points_accepted(value, expected):
+    assert check_points(value, 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("abc", "must be a number"),
+        ("1.5", "between 0 and 1"),
+        ("-0.5", "between 0 and 1"),
+        ("0.3", "halves"),
+        ("nan", "between 0 and 1"),
+        ("inf", "between 0 and 1"),
+        (True, "must be a number"),
+        ("=1+1", "must be a number"),
+    ],
+)
+def test_points_refused(value, message):
+    with pytest.raises(ValueError, match=message):
+        check_points(value, 1)
+
+
+def test_answer_hash_ignores_line_endings_and_trailing_blanks():
+    assert answer_hash("a \r\nb\n\n") == answer_hash("a\nb")
+    assert answer_hash("a b") != answer_hash("a  b")
+
+
+@pytest.fixture
+def book(tmp_path, spec):
+    path = tmp_path / "gradebook.sqlite"
+    students = sample_gradebook(spec, path, count=3)
+    return path, students
+
+
+def test_review_saves_points_and_comments_and_refuses_bad_input(book, spec):
+    path, _students = book
+    data = ReviewData(spec, path)
+    state = data.state()
+    assert [q["id"] for q in state["questions"]] == [q.id for q in spec.manual_questions]
+    assert state["questions"][0]["model"]  # the model answer from the source notebook
+    first = state["students"][0]
+    answer = first["answers"]["cost_trend"]
+    assert answer["state"] == "ungraded" and answer["html"]
+    base = {"student": first["student"], "question": "cost_trend", "answer_hash": answer["hash"]}
+    comment = 'Good, but "why"?\nSee the plot; it\'s <b>not</b> flat.'
+    assert data.save({**base, "points": "0.5"})["points"] == 0.5
+    assert data.save({**base, "comment": comment})["points"] == 0.5  # points kept
+    bad = [
+        ({**base, "points": "x"}, "must be a number"),
+        ({**base, "points": 3}, "between 0 and 1"),
+        ({**base, "question": "first_nine_index", "points": 1}, "unknown free-response"),
+        ({**base, "student": "nobody", "points": 1}, "no graded submission"),
+        ({**base, "answer_hash": "0" * 16, "points": 1}, "changed since the page loaded"),
+        ({**base, "comment": "x" * 10_001}, "at most"),
+        (base, "nothing to save"),
+        (["not", "a", "dict"], "not a JSON object"),
+    ]
+    for request, message in bad:
+        with pytest.raises(SaveRefused, match=message):
+            data.save(request)
+    again = data.state()["students"][0]["answers"]["cost_trend"]
+    assert (again["points"], again["comment"], again["state"]) == (0.5, comment, "graded")
+
+
+def test_a_changed_answer_keeps_its_old_score_but_asks_for_review(book, spec, tmp_path):
+    path, _students = book
+    data = ReviewData(spec, path)
+    student = data.state()["students"][0]
+    digest = student["answers"]["cost_trend"]["hash"]
+    data.save(
+        {
+            "student": student["student"],
+            "question": "cost_trend",
+            "answer_hash": digest,
+            "points": 1,
+            "comment": "ok",
+        }
+    )
+    out = tmp_path / "out"
+    results = rebuild_outputs(spec, path, out)
+    scored = next(r for r in results if r.student == student["student"]).question("cost_trend")
+    assert scored.points == 1 and "Comment: ok" in scored.message
+    assert "Comment: ok" in (out / "feedback" / f"{student['student']}.html").read_text()
+    # the student resubmits with a different answer
+    file = sorted(SAMPLES.glob("*.ipynb"))[0]
+    result, executed = sample_result(spec, file, student["student"])
+    result.manual_answers["cost_trend"] = "A different answer now."
+    result.content_hash = "f" * 64
+    with Gradebook(path) as gb:
+        gb.save(result, "test:resubmitted", executed)
+    results = rebuild_outputs(spec, path, out)
+    pending = next(r for r in results if r.student == student["student"]).question("cost_trend")
+    assert pending.status == "manual" and pending.points == 0
+    assert "review again" in pending.message and "it had 1 points" in pending.message
+    answer = ReviewData(spec, path).state()["students"][0]["answers"]["cost_trend"]
+    assert answer["state"] == "review-again" and answer["before"]["points"] == 1
+    assert "review again" in (out / "feedback" / f"{student['student']}.html").read_text()
+    assert "changed since it was scored" in (out / "report.html").read_text()
+
+
+def _sheet(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_manual_csv_round_trip_with_comments_and_nothing_half_saved(book, spec, tmp_path):
+    path, _students = book
+    with Gradebook(path) as gb:
+        sheet = manual_csv(spec, gb.current_results(), gb)
+    rows = list(csv.DictReader(io.StringIO(sheet)))
+    assert set(rows[0]) >= {"comment", "answer_hash", "points"}
+    rows[0]["points"], rows[0]["comment"] = "1", 'She said "yes",\nthen "no"; =SUM(A1)'
+    good = tmp_path / "good.csv"
+    _sheet(good, rows)
+    assert import_manual(spec, good, path) == 1
+    with Gradebook(path) as gb:
+        entry = gb.manual_entries()[(rows[0]["student"], rows[0]["question"])]
+        assert entry.points == 1 and entry.comment.startswith('She said "yes",\nthen')
+        again = list(csv.DictReader(io.StringIO(manual_csv(spec, gb.current_results(), gb))))
+    assert again[0]["points"] == "1" and again[0]["comment"].startswith("She said")
+    for bad_value, message in (
+        ("abc", "must be a number"),
+        ("2", "between 0 and 1"),
+        ("0.25", "halves"),
+    ):
+        rows[0]["points"], rows[1]["points"] = "0", bad_value
+        bad = tmp_path / "bad.csv"
+        _sheet(bad, rows)
+        with pytest.raises(UsageError, match=f"line 3: .*{message}"):
+            import_manual(spec, bad, path)
+    with Gradebook(path) as gb:  # the good first row of the bad sheets was not written
+        assert gb.manual_entries()[(rows[0]["student"], rows[0]["question"])].points == 1
+
+
+def _request(server, path, body=None, token=None):
+    headers = {"X-Grader-Token": server.token if token is None else token}
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(server.url.split("/?")[0] + path, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_server_api_token_concurrent_tabs_and_export(book, spec, tmp_path):
+    path, students = book
+    server = start(spec, path, tmp_path / "out")
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        assert _request(server, "/api/state", token="wrong")[0] == 403
+        status, state = _request(server, "/api/state")
+        assert status == 200
+        answer = state["students"][1]["answers"]["cost_makes_sense"]
+        base = {
+            "student": state["students"][1]["student"],
+            "question": "cost_makes_sense",
+            "answer_hash": answer["hash"],
+        }
+        # two tabs: one sets points, the other a comment, at the same time
+        results = []
+        threads = [
+            threading.Thread(
+                target=lambda f=f: results.append(_request(server, "/api/score", {**base, **f}))
+            )
+            for f in ({"points": 1}, {"comment": "two tabs"})
+        ] * 1
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [r[0] for r in results] == [200, 200]
+        status, state = _request(server, "/api/state")
+        saved = state["students"][1]["answers"]["cost_makes_sense"]
+        assert (saved["points"], saved["comment"]) == (1, "two tabs")
+        assert _request(server, "/api/score", b"{not json")[0] == 400
+        assert _request(server, "/api/score", {**base, "points": "lots"}) == (
+            400,
+            {"error": "points must be a number, not 'lots'"},
+        )
+        status, done = _request(server, "/api/export", {})
+        assert status == 200 and done["exported"] == len(students)
+        assert "two tabs" in (tmp_path / "out" / "feedback" / f"{base['student']}.html").read_text()
+        assert (tmp_path / "out" / "report.html").is_file()
+    finally:
+        server.close()
