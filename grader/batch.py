@@ -21,7 +21,7 @@ import stat
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ from .assemble import MAX_SUBMISSION_BYTES
 from .course import SOURCE_CSV, SOURCE_MTIME, SOURCE_ZIP, CourseFiles, finish_results, time_for
 from .errors import GraderError, UsageError
 from .fileio import atomic_write_text
-from .gradebook import Gradebook
+from .gradebook import Gradebook, ManualScore
 from .report import grade_table, one_line, write_outputs
 from .results import SubmissionResult, writable_text
 from .scoring import choose_newest, ungradable
@@ -597,12 +597,21 @@ def _error_result(spec: AssignmentSpec, sub: Submission, message: str) -> Submis
 
 
 def apply_manual(
-    spec: AssignmentSpec, results: list[SubmissionResult], book: Gradebook
+    spec: AssignmentSpec,
+    results: list[SubmissionResult],
+    scores: Gradebook | Mapping[tuple[str, str], float | ManualScore],
 ) -> list[SubmissionResult]:
-    """The gradebook's manual scores and comments in the results (see grader/manual.py)."""
+    """Manual scores and comments (the gradebook's, or given by student and question) in the
+    results (see grader/manual.py)."""
     from .manual import apply_manual as apply
 
-    return apply(spec, results, book.manual_entries())
+    if isinstance(scores, Gradebook):
+        return apply(spec, results, scores.manual_entries())
+    entries = {
+        key: value if isinstance(value, ManualScore) else ManualScore(float(value))
+        for key, value in scores.items()
+    }
+    return apply(spec, results, entries)
 
 
 def import_manual(spec: AssignmentSpec, csv_path: Path, gradebook: Path) -> int:

@@ -67,11 +67,14 @@ def needs_attention(
             norm = " ".join(text.split()).lower()
             if len(norm) >= MIN_IDENTICAL_CHARS and "type your answer here" not in norm:
                 by_text.setdefault((qid, norm), []).append(r.student)
+    same: dict[tuple[str, str], list[str]] = {}  # (student, the others) -> questions
     for (qid, _), students in sorted(by_text.items()):
-        if len(students) > 1:
-            for s in students:
-                others = ", ".join(x for x in students if x != s)
-                flag(s, f"{qid}: the same answer as {others}")
+        for s in students if len(students) > 1 else []:
+            others = ", ".join(x for x in students if x != s)
+            same.setdefault((s, others), []).append(qid)
+    for (s, others), qids in sorted(same.items()):
+        listed = ", ".join(qids[:4]) + (f" and {len(qids) - 4} more" if len(qids) > 4 else "")
+        flag(s, f"the same free-response answer as {others}: {listed}")
     return [flagged[s] for s in sorted(flagged)]
 
 

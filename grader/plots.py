@@ -32,6 +32,9 @@ def curve_plot(
     ax.plot(range(len(student)), student, "o-", color="#c0392b", label="your notebook")
     if reference:
         ax.plot(range(len(reference)), reference, "s--", color="#2c3e50", label="reference")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -9,6 +9,7 @@ import base64
 import re
 import struct
 import zlib
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -225,3 +226,29 @@ def test_training_curve_is_plotted_in_the_summary(spec, template):
     summary = page.split("<h2>Your notebook")[0]
     assert "<figure><img alt=" in summary and "data:image/png;base64," in summary
     assert "learning_rate = 0.05" in summary
+
+
+def test_class_report_shows_wrong_answers_and_who_needs_attention(spec):
+    from grader.classreport import class_report, class_summary
+
+    same = "The cost goes down because the model learns from every batch it sees."
+    people = []
+    for i, name in enumerate(["ann", "bo", "cy", "<b>dee</b>"]):
+        r = _result(spec, manual_answers={"cost_trend": same if i < 2 else f"answer {i}"})
+        r.student = name
+        people.append(r)
+    people[2].status, people[2].error = "error", "the file is empty"
+    people[3].changed_cells = ["cell 3 (imports)"]
+    answers = {p.student: {"target_for_3": "[0, 0, 0, 3, 0, 0, 0, 0, 0, 0]"} for p in people}
+    answers["ann"]["target_for_3"] = "[0, 0, 1, 0, 0, 0, 0, 0, 0, 0]"
+    page = class_report(spec, people, answers)
+    _assert_safe(page)
+    assert "[0, 0, 0, 3, 0, 0, 0, 0, 0, 0]</code> × 3" in page
+    assert "[0, 0, 1, 0, 0, 0, 0, 0, 0, 0]</code> × 1" in page
+    assert page.count("data:image/png;base64,") == 2  # histogram and per-question bars
+    assert "Needs attention (4)" in page
+    assert "the same free-response answer as bo: cost_trend" in page and "the file is empty" in page
+    assert "&lt;b&gt;dee&lt;/b&gt;" in page and "1 locked cell(s) edited" in page
+    text = class_summary(spec, people, Path("out"), "mnist_nn")
+    assert "4 students graded" in text and "need attention: 4" in text
+    assert "out/report.html" in text and "grader review --assignment mnist_nn --out out" in text
