@@ -29,15 +29,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grader.authoring import (  # noqa: E402
-    ANSWER,
-    MANUAL,
-    PARAMETERS,
-    cell_role,
-    load_source,
-    make_template,
-    notebook_text,
-)
+from grader.authoring import load_source, make_template, notebook_text  # noqa: E402
+from grader.cells import ANSWER, MANUAL, PARAMETERS, cell_role  # noqa: E402
 from grader.spec import load_spec  # noqa: E402
 
 SPEC = load_spec(ROOT / "solutions" / "mnist_numpy")
