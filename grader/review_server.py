@@ -156,6 +156,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
+            left = min(length, 16 * MAX_BODY)  # read what was sent (a reset loses the answer)
+            while left > 0 and (chunk := self.rfile.read(min(left, 65536))):
+                left -= len(chunk)
             self._json(413, {"error": f"request too large (over {MAX_BODY // 1024} KB)"})
             self.close_connection = True
             return

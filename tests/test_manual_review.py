@@ -216,3 +216,39 @@ def test_server_api_token_concurrent_tabs_and_export(book, spec, tmp_path):
         assert (tmp_path / "out" / "report.html").is_file()
     finally:
         server.close()
+
+
+def test_an_older_gradebook_gains_the_comment_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE manual_scores (student TEXT NOT NULL, question TEXT NOT NULL, "
+        "points REAL NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (student, question))"
+    )
+    db.execute("INSERT INTO manual_scores VALUES ('ann', 'cost_trend', 1, 'then')")
+    db.commit()
+    db.close()
+    with Gradebook(path) as gb:
+        entry = gb.manual_entries()[("ann", "cost_trend")]
+    assert (entry.points, entry.comment, entry.answer_hash) == (1.0, "", "")
+
+
+def test_a_megabyte_answer_and_an_oversized_request(book, spec):
+    path, _ = book
+    with Gradebook(path) as gb:
+        result = gb.current_results()[0]
+        result.manual_answers["cost_trend"] = "<script>x</script> " + "word " * 200_000
+        gb.save(result, "test:huge")
+    state = ReviewData(spec, path).state()
+    answer = next(s for s in state["students"] if s["student"] == result.student)["answers"][
+        "cost_trend"
+    ]
+    assert answer["chars"] > 1_000_000 and len(answer["html"]) < 150_000
+    assert "<script>" not in answer["html"] and "&lt;script&gt;" in answer["html"]
+    server = start(spec, path, path.parent / "out")
+    try:
+        assert _request(server, "/api/score", b"{" + b" " * 300_000 + b"}")[0] == 413
+    finally:
+        server.close()
