@@ -38,6 +38,12 @@ TEMPLATE = """{%- extends 'classic/base.html.j2' -%}
 {{ super() }}
 {{ cell.metadata.get('grader_box', '') }}
 {%- endblock any_cell %}
+{% block input %}
+{#- pygments escapes every token: nbconvert's extra bleach pass here cost most of the time -#}
+<div class="inner_cell"><div class="input_area">
+{{ cell.source | highlight_code(metadata=cell.metadata) }}
+</div></div>
+{%- endblock input %}
 {% block markdowncell scoped %}
 <div class="cell text_cell"><div class="rendered_html">{{ cell.metadata.get('grader_html', '') }}</div></div>
 {%- endblock markdowncell %}

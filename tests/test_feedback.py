@@ -252,3 +252,14 @@ def test_class_report_shows_wrong_answers_and_who_needs_attention(spec):
     text = class_summary(spec, people, Path("out"), "mnist_nn")
     assert "4 students graded" in text and "need attention: 4" in text
     assert "out/report.html" in text and "grader review --assignment mnist_nn --out out" in text
+
+
+def test_code_the_student_wrote_is_shown_as_text(spec, template):
+    nb = nbformat.reads(nbformat.writes(template), as_version=4)
+    cell = next(
+        c for c in nb.cells if c.cell_type == "code" and "ANSWER: first_nine_index" in c.source
+    )
+    cell.source += "\nx = '</pre><script>alert(1)</script><img src=http://evil.example/i.png>'"
+    page = render_feedback(spec, _result(spec), nb)
+    _assert_safe(page)
+    assert "&lt;/pre&gt;&lt;script&gt;alert(1)" in page
