@@ -372,9 +372,9 @@ def _answers_by_content(
         matched[t_index] = [(extra.position, extra.cell)]
         what = ", ".join(sorted(candidate.names))
         asm.warnings.append(
-            f"the answer to {role.question!r} has no '# ANSWER: {role.question}' cell; "
-            f"{_label(extra.cell, extra.position)} was graded as that answer: it defines "
-            f"{what} ({why})"
+            f"no '# ANSWER: {role.question}' cell holds an answer; "
+            f"{_label(extra.cell, extra.position)} was graded as the answer to "
+            f"{role.question!r}: it defines {what} ({why})"
         )
 
 

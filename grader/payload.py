@@ -55,7 +55,7 @@ def _stand_in(msg_type: str, text: str) -> dict[str, Any]:
     return {}
 
 
-def cap_session(session: Any, guard: FrameGuard, max_bytes: int = MAX_FRAME_BYTES) -> None:
+def cap_session(session: Any, guard: FrameGuard, max_bytes: int | None = None) -> None:
     """Make `session` refuse oversized or overly complex content frames before decoding."""
     deserialize: Callable[..., dict[str, Any]] = session.deserialize
     if hasattr(deserialize, "_grader_inner"):
@@ -68,8 +68,9 @@ def cap_session(session: Any, guard: FrameGuard, max_bytes: int = MAX_FRAME_BYTE
         frame = message["content"]
         data = frame if isinstance(frame, bytes) else bytes(getattr(frame, "bytes", frame))
         why = ""
-        if len(data) > max_bytes:
-            why = f"larger than the {max_bytes / 2**20:.0f} MB a message may be"
+        limit = max_bytes or MAX_FRAME_BYTES
+        if len(data) > limit:
+            why = f"larger than the {limit / 2**20:.1f} MB a message may be"
         elif data.count(b",") + data.count(b":") > 2 * MAX_ITEMS:
             why = f"more than {MAX_ITEMS:,} items"
         else:

@@ -1,6 +1,7 @@
 """Instructor cells come from the source: restoring, re-finding and reporting, case by case."""
 
 import json
+import warnings
 
 import nbformat
 import pytest
@@ -338,3 +339,19 @@ def test_manual_answers_hold_the_students_text_only():
     assert manual_text(prompt.replace("_Type your answer here._", "Because."), prompt) == "Because."
     typed_on_the_line = "<!-- ANSWER: why -->\n**Your answer:** why is it so? It is not."
     assert manual_text(typed_on_the_line, prompt) == "It is not."
+
+
+def test_a_student_cell_with_a_given_cells_id_raises_no_nbformat_warning():
+    """nbformat's DuplicateCellId went to the instructor's terminal (issue #12, 4)."""
+
+    def edit(cells):
+        _strip_answer_markers(cells)
+        cells[2]["id"] = "elsewhere"
+        cells.insert(4, nbformat.v4.new_code_cell("y = 1"))
+        cells[4]["id"] = "ans-x"  # the id of the answer cell in the template, on another cell
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        asm = assemble(_template(), _submission(edit))
+    ids = [c["id"] for c in asm.notebook.cells]
+    assert len(ids) == len(set(ids))

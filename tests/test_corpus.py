@@ -71,6 +71,10 @@ def test_corpus_reports_what_happened(corpus_results):
     assert percent is not None and "percentage" in percent.checks[0].note
     train = results["claims_training_accuracy"].question("claimed_accuracy")
     assert train is not None and "training set" in train.checks[0].message
+    twice = results["answer_assigned_twice_unmarked"]
+    assert any("graded as the answer to 'first_nine_index'" in w and "the last of 2" in w for w in twice.warnings)
+    colab = results["colab_rewritten_answer_cells"]
+    assert colab.changed_cells == [] and sum("graded as the answer" in w for w in colab.warnings) == 2
     died = results["exits_early_after_answers"]
     assert any("died" in line for line in died.log + died.warnings)
     for name in ("grades.csv", "manual.csv", "run.log", "gradebook.sqlite"):

@@ -13,6 +13,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+import nbformat
 import pytest
 from jupyter_client.session import Session
 
@@ -202,3 +203,30 @@ def test_answer_structure_limits(value, why):
     assert (why in payload.problem(value)) if why else payload.problem(value) == ""
     bounded = payload.bounded(value)
     assert (UNSUPPORTED_KEY in bounded) == bool(why)
+
+
+@pytest.mark.slow
+def test_a_real_kernels_oversized_answer_is_dropped_unread(tmp_path, monkeypatch):
+    """The attack of issue #12 at a small scale: one string referenced many times."""
+    from grader.execute import run_notebook
+    from grader.spec import GradingSpec, SandboxLimits
+
+    monkeypatch.setattr(payload, "MAX_FRAME_BYTES", 2**20)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("# ANSWER: big\n_s = 'x' * 1000\nbig = [_s] * 5000"),
+        nbformat.v4.new_code_cell("# ANSWER: small\nsmall = 4"),
+    ]
+    report = run_notebook(
+        nb,
+        workdir=tmp_path,
+        grading=GradingSpec(),
+        limits=SandboxLimits(),
+        values=["big", "small"],
+        models=[],
+        answer_variables={"big": "big", "small": "small"},
+    )
+    assert "big" not in report.answers["values"]
+    assert report.answers["values"]["small"] == 4
+    assert report.output_truncated
+    assert any("dropped without being read" in line for line in report.log)

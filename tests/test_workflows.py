@@ -41,13 +41,26 @@ def _points(row: dict[str, str], ids: list[str]) -> dict[str, float]:
     return {qid: float(row[qid]) for qid in ids}
 
 
-@pytest.fixture(scope="module")
-def graded_samples(tmp_path_factory, grading_cache):
-    out = tmp_path_factory.mktemp("samples-out")
+def _grade_argv(out: Path, grading_cache: Path) -> list[str]:
     argv = ["grade", str(SAMPLES), "--assignment", "mnist_nn", "--out", str(out), "--jobs", "2"]
-    argv += ["--cache-dir", str(grading_cache), "--quiet"]
-    code = main(argv)
-    return code, out, argv
+    return [*argv, "--cache-dir", str(grading_cache), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def graded_once(tmp_path_factory, grading_cache):
+    """The samples graded once per module; tests never change this folder (see below)."""
+    out = tmp_path_factory.mktemp("samples-out")
+    return main(_grade_argv(out, grading_cache)), out
+
+
+@pytest.fixture
+def graded_samples(graded_once, tmp_path, grading_cache):
+    """A private copy of the graded outputs (gradebook included) for each test, so tests that
+    merge scores, delete files or grade again cannot change what another test sees."""
+    code, shared = graded_once
+    out = tmp_path / "samples-out"
+    shutil.copytree(shared, out)
+    return code, out, _grade_argv(out, grading_cache)
 
 
 def test_readme_main_command_grades_the_samples_exactly(graded_samples, capsys):
@@ -66,6 +79,9 @@ def test_readme_main_command_grades_the_samples_exactly(graded_samples, capsys):
     for student in EXPECTED_SAMPLES:
         for ext in ("json", "md", "html"):
             assert (out / "feedback" / f"{student}.{ext}").is_file()
+    # free-response answers are not scored yet: visible in the status and the score
+    assert {row["status"] for row in rows.values()} <= {"needs manual grading", "partial"}
+    assert rows["alvarezsofia"]["score"] == "15/15 auto, 10 pending"
 
 
 def test_unchanged_submissions_are_cached_and_results_identical(graded_samples, capsys):
@@ -101,6 +117,9 @@ def test_manual_scores_merge_back_and_grades_rebuild(graded_samples, tmp_path, c
     assert {r["question"] for r in rows} >= {"cost_makes_sense", "claim_justification"}
     alvarez = [r for r in rows if r["student"] == "alvarezsofia"]
     assert alvarez and all(r["answer"] for r in alvarez) and all(r["points"] == "" for r in alvarez)
+    assert not any("Your answer:" in r["answer"] for r in rows)  # the student's text only
+    blank = [r for r in rows if r["student"] == "fitzgeraldkate"]  # handed in the template
+    assert blank and all(r["answer"] == "" for r in blank)
     for r in rows:
         if r["student"] == "alvarezsofia":
             r["points"] = "1"
@@ -112,6 +131,7 @@ def test_manual_scores_merge_back_and_grades_rebuild(graded_samples, tmp_path, c
     before = float(_grades(out)["alvarezsofia"]["total"])
     assert main(["grade", "--assignment", "mnist_nn", "--out", str(out), "--manual", str(filled)]) == 0
     assert float(_grades(out)["alvarezsofia"]["total"]) == before + len(alvarez)
+    assert _grades(out)["alvarezsofia"]["status"] == "graded"  # nothing pending any more
     (out / "grades.csv").unlink()
     shutil.rmtree(out / "feedback")
     assert main(["export", "--assignment", "mnist_nn", "--out", str(out)]) == 0

@@ -274,6 +274,14 @@ def _experiments(nb: NotebookNode, key: str, field: str, value: object) -> None:
     cell.source += f"\nexperiments[{key!r}][{field!r}] = {value!r}"
 
 
+COLAB_METADATA = {
+    "colab": {"provenance": [], "toc_visible": True},
+    "kernelspec": {"display_name": "Python 3", "name": "python3"},
+    "language_info": {"name": "python"},
+    "accelerator": "GPU",
+}
+
+
 Case = Callable[[NotebookNode], None]
 CASES: dict[str, tuple[Case, dict[str, float]]] = {}
 
@@ -534,6 +542,65 @@ def _exits(nb: NotebookNode) -> None:
     insert_after(nb, "def accuracy", "import os\nos._exit(0)")
 
 
+# ---- Answers found by content (issue #12, 1): editors that rewrite cell metadata, students
+# who replace a whole answer cell (marker line included), move it, or paste the answer beside
+# a given cell. The answer is the student's cell that binds the answer's name.
+
+
+def unmarked(nb: NotebookNode, qid: str) -> NotebookNode:
+    """The answer cell rewritten by the student: no marker line, no grader metadata."""
+    cell = answer_cell(nb, qid)
+    cell.source = "\n".join(
+        line for line in cell.source.split("\n") if not line.startswith("# ANSWER:")
+    ).strip("\n")
+    cell.metadata = {}
+    return cell
+
+
+@case("colab_rewritten_answer_cells")
+def _colab_rewritten(nb: NotebookNode) -> None:
+    cells = [unmarked(nb, "first_nine_index"), unmarked(nb, "NN_Model3")]
+    nb.metadata = dict(COLAB_METADATA)
+    for cell in nb.cells:  # Colab re-creates cell metadata: only its own id survives
+        cell.metadata = {"id": cell["id"]}
+    for cell in cells:
+        cell["id"] = "colab" + cell["id"][:20]
+
+
+@case("answers_unmarked_metadata_stripped")
+def _all_unmarked(nb: NotebookNode) -> None:
+    for qid in ("first_nine_index", "target_for_3", "expected_cost", "NN_Model3", "experiments"):
+        unmarked(nb, qid)
+    for cell in nb.cells:
+        cell.metadata = {}
+
+
+@case("answer_cells_reordered")
+def _reordered(nb: NotebookNode) -> None:
+    for qid in ("first_nine_index", "NN_Model3"):
+        cell = unmarked(nb, qid)
+        index = nb.cells.index(cell)
+        nb.cells.insert(index + 2, nb.cells.pop(index))  # after the given cell that follows
+
+
+@case("answer_pasted_beside_given_cell")
+def _pasted_beside(nb: NotebookNode) -> None:
+    stubs = {c["id"]: c.source for c in make_template(SPEC).cells}
+    for qid in ("first_nine_index", "NN_Model3"):
+        cell = answer_cell(nb, qid)
+        body = "\n".join(ln for ln in cell.source.split("\n") if not ln.startswith("# ANSWER:"))
+        cell.source = stubs[cell["id"]]  # the stub left as it was
+        nb.cells.insert(nb.cells.index(cell), new_cell(body.strip("\n")))  # under the given cell
+
+
+# Two unmarked cells assign the answer before the next given cell: the last one is graded
+# (a wrong first try, then the right value), and the feedback says which and why.
+@case("answer_assigned_twice_unmarked")
+def _twice_unmarked(nb: NotebookNode) -> None:
+    cell = unmarked(nb, "first_nine_index")
+    nb.cells.insert(nb.cells.index(cell), new_cell("first_nine_index = 5  # first try"))
+
+
 # The sample class the README's main command grades: realistic submissions, each a student who
 # made a few of the corpus's mistakes, saved by the editors students use.
 # Most of them left num_epochs at 100, as the lesson's last section tells students to.
@@ -546,12 +613,6 @@ SAMPLES: dict[str, tuple[str, ...]] = {
     "fitzgeraldkate_10281_884315_mnist_nn": ("blank_template",),
     "gonzalezluis_10290_884330_mnist_nn": ("locked_cost_func_returns_zero", "model3_sequential", "exception_in_unrelated_cell", "parameters_left_at_100_epochs"),
     "haddadomar_10302_884351_mnist_nn": ("parameters_left_at_lr_5", "answers_as_tensors", "random_accuracy_0_5"),
-}
-COLAB_METADATA = {
-    "colab": {"provenance": [], "toc_visible": True},
-    "kernelspec": {"display_name": "Python 3", "name": "python3"},
-    "language_info": {"name": "python"},
-    "accelerator": "GPU",
 }
 
 
