@@ -36,7 +36,7 @@ from nbformat import NotebookNode
 
 from . import selfcheck
 from .cells import ANSWER, GIVEN, PARAMETERS, SELFCHECK, cell_label, cell_role
-from .payload import FrameGuard, bounded, cap_session
+from .payload import FrameGuard, bounded, cap_clients
 from .sandbox import ASYNC_CLIENT
 from .spec import GradingSpec, SandboxLimits
 
@@ -416,7 +416,7 @@ class _Attempt:
         )
         client.max_output_bytes = max(0, max_output)
         frames = FrameGuard()
-        cap_session(km.session, frames)  # before any message is decoded
+        cap_clients(km, frames)  # before any message is decoded
         client.nonce = self.nonce
         client.on_kernel_started_cell = self.kernel_started_cell
 

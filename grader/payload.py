@@ -4,7 +4,7 @@ A student's kernel chooses every byte it sends: a 900 MB display (one string ref
 100,000 times, serialised once per reference) decoded as JSON, then re-encoded, took the
 grader's worker to 3.8 GB. So:
 
-* `cap_session` wraps the jupyter_client session's `unpack`: a message whose content frame
+* `cap_clients` wraps the jupyter_client sessions's `unpack`: a message whose content frame
   is larger than `MAX_FRAME_BYTES`, or holds more separators than `MAX_ITEMS` could need, or
   nests deeper than the JSON parser allows, is never decoded; a small well-formed stand-in of
   the same message type takes its place and the drop is recorded;
@@ -56,18 +56,36 @@ def _stand_in(msg_type: str, text: str) -> dict[str, Any]:
 
 
 def cap_session(session: Any, guard: FrameGuard, max_bytes: int | None = None) -> None:
-    """Make `session` refuse oversized or overly complex content frames before decoding."""
-    deserialize: Callable[..., dict[str, Any]] = session.deserialize
-    if hasattr(deserialize, "_grader_inner"):
-        deserialize = deserialize._grader_inner
+    """Make `session` refuse oversized or overly complex content frames before decoding.
 
-    def capped(msg_list: Any, content: bool = True, copy: bool = True) -> dict[str, Any]:
-        message = deserialize(msg_list, content=False, copy=copy)
-        if not content:
-            return message
-        frame = message["content"]
-        data = frame if isinstance(frame, bytes) else bytes(getattr(frame, "bytes", frame))
-        why = ""
+    jupyter_client's `Session.deserialize` checks the signature, then unpacks four frames in
+    order (header, parent header, metadata, content); the content frame is the one a kernel
+    fills, and the only one this replaces.
+    """
+    deserialize: Callable[..., dict[str, Any]] = getattr(
+        session.deserialize, "_grader_inner", session.deserialize
+    )
+    unpack: Callable[[Any], Any] = getattr(session.unpack, "_grader_inner", session.unpack)
+    state: dict[str, Any] = {"frame": -1, "msg_type": ""}
+
+    def capped_deserialize(msg_list: Any, content: bool = True, copy: bool = True) -> Any:
+        state["frame"], state["msg_type"] = 0, ""
+        try:
+            return deserialize(msg_list, content=content, copy=copy)
+        finally:
+            state["frame"] = -1
+
+    def capped_unpack(frame: Any) -> Any:
+        index = state["frame"]
+        if index < 0:  # not part of a message being read
+            return unpack(frame)
+        state["frame"] = index + 1
+        if index != 3:
+            value = unpack(frame)
+            if index == 0 and isinstance(value, dict):
+                state["msg_type"] = str(value.get("msg_type", ""))
+            return value
+        data = frame if isinstance(frame, bytes) else bytes(frame)
         limit = max_bytes or MAX_FRAME_BYTES
         if len(data) > limit:
             why = f"larger than the {limit / 2**20:.1f} MB a message may be"
@@ -75,17 +93,17 @@ def cap_session(session: Any, guard: FrameGuard, max_bytes: int | None = None) -
             why = f"more than {MAX_ITEMS:,} items"
         else:
             try:
-                message["content"] = session.unpack(data)
-                return message
+                return unpack(data)
             except RecursionError:
                 why = "nested too deeply"
         text = DROPPED.format(size=len(data) / 2**20, why=why)
         guard.dropped.append(text)
-        message["content"] = _stand_in(str(message.get("msg_type", "")), text)
-        return message
+        return _stand_in(state["msg_type"], text)
 
-    capped._grader_inner = deserialize  # type: ignore[attr-defined]
-    session.deserialize = capped
+    capped_deserialize._grader_inner = deserialize  # type: ignore[attr-defined]
+    capped_unpack._grader_inner = unpack  # type: ignore[attr-defined]
+    session.deserialize = capped_deserialize
+    session.unpack = capped_unpack
 
 
 def problem(value: Any) -> str:
@@ -116,3 +134,19 @@ def bounded(value: Any) -> Any:
     """The answer, or an unsupported-answer marker saying which limit it is past."""
     why = problem(value)
     return {UNSUPPORTED_KEY: f"an answer too large to grade: {why}"} if why else value
+
+
+def cap_clients(km: Any, guard: FrameGuard) -> None:
+    """Cap the session of every client `km` makes (a kernel manager gives each client a
+    clone of its own session), and its own."""
+    session = km.session
+    clone: Callable[[], Any] = getattr(session.clone, "_grader_inner", session.clone)
+
+    def capped_clone() -> Any:
+        new = clone()
+        cap_session(new, guard)
+        return new
+
+    capped_clone._grader_inner = clone  # type: ignore[attr-defined]
+    session.clone = capped_clone
+    cap_session(session, guard)
