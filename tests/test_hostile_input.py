@@ -209,9 +209,15 @@ def test_answer_structure_limits(value, why):
 def test_a_real_kernels_oversized_answer_is_dropped_unread(tmp_path, monkeypatch):
     """The attack of issue #12 at a small scale: one string referenced many times."""
     from grader.execute import run_notebook
+    from grader.sandbox import Sandbox, SandboxedKernelManager
     from grader.spec import GradingSpec, SandboxLimits
 
     monkeypatch.setattr(payload, "MAX_FRAME_BYTES", 2**20)
+    limits = SandboxLimits()
+
+    def kernel_factory(workdir):
+        return SandboxedKernelManager.for_sandbox(Sandbox(limits=limits, workdir=workdir))
+
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("# ANSWER: big\n_s = 'x' * 1000\nbig = [_s] * 5000"),
@@ -221,10 +227,11 @@ def test_a_real_kernels_oversized_answer_is_dropped_unread(tmp_path, monkeypatch
         nb,
         workdir=tmp_path,
         grading=GradingSpec(),
-        limits=SandboxLimits(),
+        limits=limits,
         values=["big", "small"],
         models=[],
         answer_variables={"big": "big", "small": "small"},
+        kernel_factory=kernel_factory,
     )
     assert "big" not in report.answers["values"]
     assert report.answers["values"]["small"] == 4
