@@ -217,7 +217,7 @@ def _strip_answer_markers(cells):
 def test_answers_are_found_by_content(name, edit, x_source, why):
     asm = assemble(_template(), _submission(edit))
     assert asm.answer_sources["x"] == x_source, name
-    found = [w for w in asm.warnings if "graded as that answer" in w]
+    found = [w for w in asm.warnings if "was graded as the answer to" in w]
     assert len(found) == 1 and why in found[0], asm.warnings
     assert not any("graded as blank" in w for w in asm.warnings)
     # the chosen cell runs once, in the answer's place: right before the next given cell
@@ -233,7 +233,7 @@ def test_the_reported_cell_is_the_students_own_cell_number():
         cells.insert(1, nbformat.v4.new_code_cell("import math"))
 
     asm = assemble(_template(), _submission(edit))
-    found = next(w for w in asm.warnings if "graded as that answer" in w)
+    found = next(w for w in asm.warnings if "was graded as the answer to" in w)
     assert "cell 5 ('x = 4')" in found  # 1-based, as it sits in the student's file
     origins = [c.metadata.get(ORIGIN_KEY, {}).get("position") for c in asm.notebook.cells]
     assert origins == [0, 1, 2, 3, 4, 5, 6]
@@ -256,7 +256,7 @@ def test_a_student_cell_is_not_an_answer_when_the_answer_cell_is_answered():
 
     asm = assemble(_template(), _submission(edit))
     assert asm.answer_sources["x"] == "# ANSWER: x\nx = 4"
-    assert not any("graded as that answer" in w for w in asm.warnings)
+    assert not any("was graded as the answer to" in w for w in asm.warnings)
 
 
 @pytest.mark.parametrize(
