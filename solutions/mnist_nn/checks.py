@@ -462,8 +462,10 @@ def _trains_check(
     if sizes is None:
         return CheckResult("trains", False, "Not checked: the layers are not a chain from input to output.")
     if len(sizes) - 2 != hidden:
+        layers = len(sizes) - 2
+        word = "layer" if layers == 1 else "layers"
         return CheckResult(
-            "trains", False, f"Not checked: the model has {len(sizes) - 2} hidden layers, not {hidden}."
+            "trains", False, f"Not checked: the model has {layers} hidden {word}, not {hidden}."
         )
     if not computes:
         # The trained weights are judged in the lesson's network, outside the student's
