@@ -107,3 +107,22 @@ def test_a_good_function_question(tmp_path):
 def test_the_repository_assignments_load(repo_root):
     for path in sorted((repo_root / "solutions").glob("*/assignment.toml")):
         load_spec(path)
+
+
+@pytest.mark.parametrize(("loader", "expected"), [('loader = "load"', "7 bytes"), ("", None)])
+def test_data_comes_from_the_named_loader(tmp_path, loader, expected):
+    from grader.checking import CheckContext
+
+    (tmp_path / "reference.py").write_text(
+        "def load(path):\n    return f'{len(path.read_bytes())} bytes'\n"
+    )
+    data_file = tmp_path / "data.bin"
+    data_file.write_bytes(b"1234567")
+    dataset = f'\n[dataset]\nfilename = "data.bin"\nurl = "u"\nsha256 = "s"\n{loader}\n'
+    path = write(tmp_path, assignment='reference = "reference.py"', extra=dataset)
+    ctx = CheckContext(load_spec(path), data_file, tmp_path / "cache")
+    if expected is None:
+        with pytest.raises(SpecError, match="needs \\[dataset\\] loader"):
+            ctx.data()
+    else:
+        assert ctx.data() == expected
