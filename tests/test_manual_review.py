@@ -168,7 +168,7 @@ def _request(server, path, body=None, token=None):
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(server.url.split("/?")[0] + path, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=30) as res:
+        with urllib.request.urlopen(req, timeout=600) as res:
             return res.status, json.loads(res.read())
     except urllib.error.HTTPError as exc:
         with exc:

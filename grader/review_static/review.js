@@ -97,6 +97,8 @@
   async function save(fields) {
     const q = question(), s = student(), a = answer();
     const body = Object.assign({ student: s.student, question: q.id, answer_hash: a.hash }, fields);
+    text($("status"), "saving…");
+    $("status").className = "";
     try {
       const res = await api("/api/score", body);
       Object.assign(a, res.saved);
