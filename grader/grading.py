@@ -188,6 +188,8 @@ def grade_question(
             why = f"no {q.kind} {q.variable} was found in the notebook"
         if report is not None and (report.deadline_hit or report.restarts):
             return ungradable(q.id, q.points, f"{why}: {_execution_problem(report)}")
+        if report is not None and any("dropped without being read" in x for x in report.log):
+            why += " (an output too large to read was dropped: an answer may be too large)"
         return score_question(q.id, q.points, [], missing_message=why)
     if session.checks is None:
         raise SubmissionError(f"assignment {session.spec.id!r} has no checks module")
@@ -318,7 +320,12 @@ def grade_bytes_executed(
                 kernel_factory=session.kernel_factory,
                 env=kernel_env(spec.grading, workdir),
                 cell_timeout=session.cell_timeout,
-                notebook_timeout=session.notebook_timeout,
+                # the time spent matching cells counts against the notebook's budget
+                notebook_timeout=max(
+                    1.0,
+                    float(session.notebook_timeout or spec.grading.notebook_timeout)
+                    - asm.seconds,
+                ),
             )
         result.log += [f"{w.category.__name__}: {w.message}" for w in caught]
         result.timings["execute"] = report.seconds
