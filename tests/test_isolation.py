@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -197,6 +198,23 @@ def test_each_grading_process_leases_its_own_uid() -> None:
         p.communicate(timeout=30)
     assert len(set(seen)) == 3 and all(uids.is_sandbox_uid(u) for u in seen)
     assert os.geteuid() == 0 and Sandbox(SandboxLimits(), Path("/tmp")).uid == uids.worker_uid()
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_a_dead_kernel_leaves_no_group_and_no_ipc_folder(workdir: Path) -> None:
+    km = SandboxedKernelManager.for_sandbox(Sandbox(SandboxLimits(), workdir), kernel_name="python3")
+    km.start_kernel()
+    group, ipc = km.sandbox.cgroup(), km.ipc_dir
+    os.killpg(km.provisioner.process.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    for _ in range(100):
+        if not km.is_alive():
+            break
+        time.sleep(0.1)
+    km.cleanup_resources()  # what an executor calls for a kernel that died
+    assert not ipc.exists()
+    if group is not None:
+        assert not any(folder.exists() for folder in group.folders)
 
 
 # ----------------------------------------------------------------- private file systems

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,8 @@ class Sandbox:
                 self._group = cgroups.create(limits, self.cgroup_kind)
             except OSError as exc:
                 raise ExecutionError(f"sandbox: cannot create a control group: {exc}") from exc
+            # A sandbox nobody closed (a caller's bug) still leaves no group behind.
+            weakref.finalize(self, self._group.remove)
         return self._group
 
     def cpu_seconds(self) -> float | None:

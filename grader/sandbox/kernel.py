@@ -20,6 +20,7 @@ from typing import Any, Self
 
 from jupyter_client import AsyncKernelManager, KernelManager
 from jupyter_client.kernelspec import KernelSpec
+from jupyter_core.utils import run_sync
 
 from .core import Sandbox
 
@@ -183,7 +184,11 @@ class SandboxedKernelManager(_SandboxedKernelMixin, KernelManager):
     """
 
     _default_client_class = ASYNC_CLIENT
+    # jupyter_client binds cleanup_resources to its own coroutine, not to an override.
+    cleanup_resources = run_sync(_SandboxedKernelMixin._async_cleanup_resources)
 
 
 class AsyncSandboxedKernelManager(_SandboxedKernelMixin, AsyncKernelManager):
     """The asyncio flavour of SandboxedKernelManager (nbclient's default class)."""
+
+    cleanup_resources = _SandboxedKernelMixin._async_cleanup_resources
