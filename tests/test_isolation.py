@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -215,6 +216,21 @@ def test_a_dead_kernel_leaves_no_group_and_no_ipc_folder(workdir: Path) -> None:
     assert not ipc.exists()
     if group is not None:
         assert not any(folder.exists() for folder in group.folders)
+
+
+@needs_root
+def test_ipc_folders_of_dead_graders_are_swept(workdir: Path) -> None:
+    from grader.sandbox.kernel import IPC_BYTES, mount_private_tmpfs
+
+    stale = Path(tempfile.mkdtemp(prefix="grader-kernel-999999999-"))  # above any pid_max
+    assert mount_private_tmpfs(stale, IPC_BYTES) and os.path.ismount(stale)
+    km = SandboxedKernelManager.for_sandbox(Sandbox(SandboxLimits(), workdir))
+    try:
+        assert not stale.exists()
+        assert os.path.ismount(km.ipc_dir)  # its own IPC folder is a capped tmpfs
+    finally:
+        km.cleanup_resources()
+    assert not km.ipc_dir.exists()
 
 
 # ----------------------------------------------------------------- private file systems

@@ -53,6 +53,15 @@ def unmount(folder: Path) -> None:
             _libc().umount2(str(folder).encode(), _MNT_DETACH)
 
 
+def sweep_ipc_dirs() -> None:
+    """Unmount and remove the IPC folders of graders that died without cleaning up."""
+    for folder in Path(tempfile.gettempdir()).glob("grader-kernel-*-*"):
+        owner = folder.name.split("-")[2]
+        if owner.isdigit() and not Path("/proc", owner).exists():
+            unmount(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class _SandboxedKernelMixin:
     """Launches the kernel inside a Sandbox over IPC sockets; see SandboxedKernelManager."""
 
@@ -82,7 +91,8 @@ class _SandboxedKernelMixin:
         return cls(sandbox, kernel_env=kernel_env, **kwargs)
 
     def _setup_sandbox(self, sandbox: Sandbox, kernel_env: dict[str, str] | None) -> None:
-        self._ipc_dir = Path(tempfile.mkdtemp(prefix="grader-kernel-"))
+        sweep_ipc_dirs()
+        self._ipc_dir = Path(tempfile.mkdtemp(prefix=f"grader-kernel-{os.getpid()}-"))
         self.ipc_capped = mount_private_tmpfs(self._ipc_dir, IPC_BYTES)
         self.sandbox = dataclasses.replace(sandbox, writable=(*sandbox.writable, self._ipc_dir))
         self.kernel_env = dict(kernel_env or {})
