@@ -306,9 +306,8 @@ def cost(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[Chec
         problem = _problem(result, want, params)
         if problem:
             if result.ok and result.value is not None:
-                problem = (
-                    _sentence(problem) + " " + _cost_hint(result.value, want, len(case.args[0]))
-                )
+                hint = _cost_hint(result.value, want, len(case.args[0]))
+                problem = _sentence(problem) + (" " + hint if hint else "")
             break
     checks.append(
         CheckResult(
@@ -317,7 +316,10 @@ def cost(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[Chec
     )
     first = results[0]
     returned = first.ok and first.value is not None
-    scalar = returned and np.ndim(first.value) == 0 and not isinstance(first.value, dict | str)
+    number = isinstance(first.value, int | float | np.ndarray | np.generic) and not isinstance(
+        first.value, bool
+    )
+    scalar = returned and number and np.ndim(first.value) == 0
     checks.append(
         CheckResult(
             "number",
@@ -327,6 +329,8 @@ def cost(answer: Answer, ctx: CheckContext, params: dict[str, Any]) -> list[Chec
             else (
                 f"It returned something of shape {np.shape(first.value)}; the cost of a batch is "
                 "one number (add up over every axis)."
+                if returned and number
+                else "It did not return a number."
                 if returned
                 else "Not checked: it returns nothing yet."
             ),
@@ -353,6 +357,14 @@ def _layers(names: Sequence[str]) -> str:
     return "layer" + ("s " if len(layers) > 1 else " ") + ", ".join(map(str, layers))
 
 
+def _numbers(value: Any) -> bool:
+    """An array (or nested list) of numbers, not of strings or objects."""
+    try:
+        return np.asarray(value).dtype.kind in "biuf"
+    except (TypeError, ValueError):  # ragged lists
+        return False
+
+
 def _gradient_shapes(value: Any, p: dict[str, np.ndarray]) -> str | None:
     if not isinstance(value, dict):
         return f"it returned {type(value).__name__}, not a dict of gradients"
@@ -360,6 +372,8 @@ def _gradient_shapes(value: Any, p: dict[str, np.ndarray]) -> str | None:
     if missing:
         return f"the keys {', '.join(missing)} are missing: return a gradient for every parameter"
     for name in NAMES:
+        if not _numbers(value[name]):
+            return f"grads[{name!r}] is not an array of numbers"
         got, want = np.shape(value[name]), p[name].shape
         if got != want:
             if got == want[::-1]:
@@ -396,7 +410,9 @@ def _gradient_check(
             compare(got.get(name), want[name], rtol=rtol, atol=atol) is None for name in WEIGHTS
         )
         n = len(result.case.args[2])
-        if all(compare(got.get(k), want[k] / 2, rtol=rtol, atol=atol) is None for k in wrong):
+        if not all(_numbers(got.get(k)) for k in wrong):
+            hint = "Return numpy arrays of numbers."
+        elif all(compare(got.get(k), want[k] / 2, rtol=rtol, atol=atol) is None for k in wrong):
             hint = "They are half the right ones: the derivative of (a - y)² is 2 (a - y)."
         elif any("shape" in problem for problem in problems.values()):
             hint = "Every gradient must have the shape of its parameter."
@@ -443,7 +459,10 @@ def _finite_differences(
         for name in NAMES:
             index = tuple(int(rng.integers(0, size)) for size in p[name].shape)
             slope = ref.finite_difference(p, activations[0], target, name, index, eps)
-            got = np.asarray(result.value[name], dtype=float)[index]
+            try:
+                got = float(np.asarray(result.value[name], dtype=float)[index])
+            except (TypeError, ValueError):  # not numbers, whatever their shape
+                got = float("nan")
             if not abs(got - slope) <= atol + rtol * abs(slope):
                 return CheckResult(
                     "finite_differences",
@@ -568,7 +587,9 @@ def trained_params(answer: Answer, ctx: CheckContext, params: dict[str, Any]) ->
             )
         ]
     if any(
-        not isinstance(value[k], np.ndarray) or value[k].shape != s
+        not isinstance(value[k], np.ndarray)
+        or value[k].shape != s
+        or value[k].dtype.kind not in "iuf"
         for k, s in expected_shapes.items()
     ):
         return [

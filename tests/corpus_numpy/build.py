@@ -214,6 +214,21 @@ def _in_place(nb: NotebookNode) -> None:
     )
 
 
+# Returns no grader can use: a cost that is NaN, gradients that are arrays of strings of the
+# right shapes. Each sub-check fails with a message, nothing crashes; backward keeps only
+# inputs_unchanged (1 point). Training stops at the first step.
+@case("hostile_returns", cost=0, backward=1, **NOT_TRAINED)
+def _hostile(nb: NotebookNode) -> None:
+    replace_in(
+        nb, "cost", "return float(np.sum((prediction - target) ** 2))", 'return float("nan")'
+    )
+    cell = answer_cell(nb, "backward")
+    cell.source = (
+        "# ANSWER: backward\ndef backward(params, activations, target):\n"
+        '  return {name: np.full(value.shape, "0.1") for name, value in params.items()}'
+    )
+
+
 # Helpers and constants in the student's own cells travel with the function to the clean
 # process: full marks.
 @case("helpers_in_other_cells")
