@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -111,13 +111,14 @@ def lateness(policy: DeadlinePolicy | None, submitted: datetime | None) -> Laten
     if submitted.tzinfo is None:
         raise ValueError("submission times must carry a time zone")
     due_text = policy.due.astimezone(policy.zone).strftime("%Y-%m-%d %H:%M %Z")
-    late = (submitted - policy.due).total_seconds()
+    # In UTC: between two times in the same zone Python subtracts wall clocks (DST ignored).
+    late = (submitted.astimezone(UTC) - policy.due.astimezone(UTC)).total_seconds()
     if late <= policy.grace_minutes * 60:
         if late > 0:
             return Lateness(0.0, 0, 0.0, f"{_duration(late)} after {due_text}, inside the grace period")
         return ON_TIME
     when = f"submitted {_duration(late)} after the due time {due_text}"
-    if policy.cutoff is not None and submitted > policy.cutoff:
+    if policy.cutoff is not None and submitted.astimezone(UTC) > policy.cutoff.astimezone(UTC):
         cutoff_text = policy.cutoff.astimezone(policy.zone).strftime("%Y-%m-%d %H:%M %Z")
         return Lateness(late, 0, 100.0, f"{when}, past the cut-off {cutoff_text}: scored 0")
     if policy.penalty == "none":
@@ -173,8 +174,13 @@ def parse_deadline(data: dict[str, Any], where: str) -> DeadlinePolicy:
     numbers = {}
     for key in ("grace_minutes", "percent", "floor"):
         value = data.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise SpecError(f"{where}: {key} must be a number >= 0")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise SpecError(f"{where}: {key} must be a finite number >= 0")
         numbers[key] = float(value)
     if numbers["floor"] > 100 or numbers["percent"] > 100:
         raise SpecError(f"{where}: percent and floor are percentages (0..100)")

@@ -95,6 +95,20 @@ def test_extension_past_the_cutoff(name: str, submitted: str, units: int, penalt
     assert (result.units, result.penalty_percent) == (units, penalty), (name, result.explanation)
 
 
+def test_the_verdict_depends_on_the_instant_not_on_how_its_zone_is_written() -> None:
+    # Python subtracts two times carrying the same tzinfo as wall clocks: 03:30 EDT is 3h31
+    # after 23:59 EST on the clock but 2h31 in real time (DST started at 02:00).
+    from zoneinfo import ZoneInfo
+
+    rule = policy(penalty="per_hour", percent=5, grace_minutes=0)
+    local = datetime(2026, 3, 8, 3, 30, tzinfo=ZoneInfo(NY))
+    assert lateness(rule, local) == lateness(rule, at("2026-03-08T07:30:00+00:00"))
+    assert lateness(rule, local).units == 3
+    # the cut-off too: 23:30 EDT on the 12th is before the cut-off, whatever zone object
+    near = datetime(2026, 3, 12, 23, 30, tzinfo=ZoneInfo(NY))
+    assert lateness(policy(), near).penalty_percent == 50
+
+
 def test_explanations_say_how_the_penalty_was_computed() -> None:
     text = lateness(policy(cutoff=None), at("2026-03-20T12:00:00-04:00")).explanation
     assert "13 started days x 10% = 130%" in text and "capped at 50%" in text
@@ -139,6 +153,8 @@ def test_deadline_table_from_toml() -> None:
         ({"due": "tomorrow", "timezone": NY}, "not an ISO date"),
         ({"due": "2026-03-07T23:59", "timezone": NY, "penalty": "weekly"}, "penalty 'weekly'"),
         ({"due": "2026-03-07T23:59", "timezone": NY, "percent": -1}, "percent must be"),
+        ({"due": "2026-03-07T23:59", "timezone": NY, "percent": float("nan")}, "percent must be"),
+        ({"due": "2026-03-07T23:59", "timezone": NY, "grace_minutes": float("inf")}, "grace_minutes"),
         ({"due": "2026-03-07T23:59", "timezone": NY, "floor": 150}, "percentages"),
         ({"due": "2026-03-07T23:59", "timezone": NY, "cutoff": "2026-03-01T00:00"}, "before the due"),
         ({"due": "2026-03-07T23:59", "timezone": NY, "late": True}, "unknown key"),
