@@ -73,18 +73,23 @@ def read_extensions(path: Path, policy: DeadlinePolicy | None) -> dict[str, date
     """student -> the new due time."""
     if policy is None:
         raise UsageError("extensions were given but the assignment has no [deadline]")
-    table = {}
+    table: dict[str, datetime] = {}
     for line, row in enumerate(_rows(path, ("student",)), start=2):
         where = f"{path} line {line}"
+        student = row["student"].casefold()
+        if not student:
+            raise UsageError(f"{where}: no student named")  # never an extension for everyone
+        if student in table:
+            raise UsageError(f"{where}: a second extension for {row['student']!r}")
         if row.get("due"):
-            table[row["student"].casefold()] = parse_time(row["due"], policy.timezone, where)
+            table[student] = parse_time(row["due"], policy.timezone, where)
         elif row.get("days"):
             try:
                 days = float(row["days"])
-            except ValueError:
-                raise UsageError(f"{where}: days must be a number") from None
-            local = policy.due.replace(tzinfo=None) + timedelta(days=days)
-            table[row["student"].casefold()] = local.replace(tzinfo=policy.zone)
+                local = policy.due.replace(tzinfo=None) + timedelta(days=days)
+            except (ValueError, OverflowError):
+                raise UsageError(f"{where}: days must be a number of days, such as 2 or 0.5") from None
+            table[student] = local.replace(tzinfo=policy.zone)
         else:
             raise UsageError(f"{where}: give the new `due` time or the extra `days`")
     return table
@@ -102,7 +107,7 @@ def apply_deadline(
         r.late = {}
         if policy is None or r.status == MISSING:
             continue
-        keys = submission_keys(r) | {str(r.origin.get("roster_id", "")).casefold()}
+        keys = (submission_keys(r) | {str(r.origin.get("roster_id", "")).casefold()}) - {""}
         new_due = next((extensions[k] for k in sorted(keys) if k in extensions), None)
         applied = policy.extended(new_due) if new_due is not None else policy
         submitted = _parse(r.submitted_at)

@@ -120,6 +120,24 @@ def test_late_penalties_extensions_and_the_mtime_warning(course_spec, tmp_path):
     assert "Late" not in feedback_markdown(spec, late["ontime"])
 
 
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (",,3\n", "no student named"),  # a blank name must not extend everyone's deadline
+        ("alice,,2\nALICE,,3\n", "second extension"),
+        ("alice,,nan\n", "days must be"),
+        ("alice,,inf\n", "days must be"),
+        ("alice,,1e12\n", "days must be"),
+        ("alice,,soon\n", "days must be"),
+    ],
+)
+def test_malformed_extension_rows_are_refused(course_spec, tmp_path, rows, message):
+    ext = tmp_path / "ext.csv"
+    ext.write_text("student,due,days\n" + rows)
+    with pytest.raises(UsageError, match=message):
+        read_extensions(ext, course_spec.deadline)
+
+
 # ------------------------------------------------------------------ roster
 
 
