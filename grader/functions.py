@@ -114,6 +114,7 @@ def compare(actual: Any, expected: Any, *, rtol: float = 1e-7, atol: float = 1e-
     have the same keys, lists of non-numbers the same length; both are compared item by item.
     Strings, booleans and None must be equal.
     """
+    actual = _restore_floats(actual)
     if isinstance(actual, Unsupported):
         return f"it returned {actual.what}, which cannot be compared"
     if expected is None or isinstance(expected, str):
@@ -123,10 +124,13 @@ def compare(actual: Any, expected: Any, *, rtol: float = 1e-7, atol: float = 1e-
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
             return f"expected a dict, got {_describe_value(actual)}"
-        if set(actual) != set(expected):
-            return f"expected the keys {sorted(map(str, expected))}, got {sorted(map(str, actual))}"
-        for key in expected:
-            problem = compare(actual[key], expected[key], rtol=rtol, atol=atol)
+        # keys as the codec sends them (JSON keys are text: the reference's 0 is the student's "0")
+        want_keys = {_key(k): k for k in expected}
+        got_keys = {_key(k): k for k in actual}
+        if set(got_keys) != set(want_keys):
+            return f"expected the keys {sorted(want_keys)}, got {sorted(got_keys)}"
+        for name, key in want_keys.items():
+            problem = compare(actual[got_keys[name]], expected[key], rtol=rtol, atol=atol)
             if problem:
                 return f"[{key!r}]: {problem}"
         return None
@@ -157,6 +161,24 @@ def compare(actual: Any, expected: Any, *, rtol: float = 1e-7, atol: float = 1e-
     worst = float(np.nanmax(np.where(bad, error, np.nan))) if np.isfinite(error[bad]).any() else float("nan")
     where = "" if got.ndim == 0 else f" ({count} of {got.size} values)"
     return f"values differ{where}: the largest difference is {worst:.3g}"
+
+
+_NON_FINITE = ("nan", "inf", "-inf")  # how the codec sends a float that JSON cannot hold
+
+
+def _restore_floats(value: Any) -> Any:
+    """A non-finite float comes back from the clean process as Unsupported("nan"): a float
+    again, so that NaN matches NaN and an infinity the same infinity, in lists too."""
+    if isinstance(value, Unsupported) and value.what in _NON_FINITE:
+        return float(value.what)
+    if isinstance(value, list) and any(isinstance(v, Unsupported | list) for v in value):
+        return [_restore_floats(v) for v in value]
+    return value
+
+
+def _key(key: Any) -> str:
+    """A dict key as the codec (grader/selfcheck.py `encode`) writes it."""
+    return str(key) if isinstance(key, str | int | float) else repr(key)
 
 
 def close(actual: np.ndarray, expected: np.ndarray, *, rtol: float, atol: float) -> np.ndarray:

@@ -43,6 +43,15 @@ A = np.array([0.1, 0.2, 0.3])
         ([A], [A, A], 0, 0, False, "shape (1, 3) instead of (2, 3)"),
         ([A, "x"], [A, "x", "y"], 0, 0, False, "expected 3 items, got 2"),
         (Unsupported("a function"), 1.0, 0, 0, False, "cannot be compared"),
+        # what the codec makes of answers JSON cannot hold: int keys become text, NaN a marker
+        ({"0": 1.0, "1": 2.0}, {0: 1.0, 1: 2.0}, 0, 0, True, ""),
+        ({"0": 1.0, "2": 2.0}, {0: 1.0, 1: 2.0}, 0, 0, False, "keys ['0', '1'], got ['0', '2']"),
+        ({"0": 1.0}, {0: 2.0}, 0, 0, False, "[0]: values differ"),
+        (Unsupported("nan"), float("nan"), 0, 0, True, ""),
+        (Unsupported("-inf"), float("-inf"), 0, 0, True, ""),
+        (Unsupported("inf"), float("-inf"), 0, 0, False, "values differ"),
+        (Unsupported("nan"), 1.0, 0, 0, False, "values differ"),
+        ([1.0, Unsupported("nan")], [1.0, float("nan")], 0, 0, True, ""),
     ],
 )
 def test_compare(actual, expected, rtol, atol, ok, says):
@@ -50,6 +59,15 @@ def test_compare(actual, expected, rtol, atol, ok, says):
     assert (problem is None) == ok, problem
     if not ok:
         assert says in problem
+
+
+def test_compare_after_the_codec_round_trip():
+    """What a right answer looks like after the clean process sent it back still matches."""
+    from grader.checking import decode
+    from grader.selfcheck import encode
+
+    for value in ({0: 1.5, 1: [1, 2]}, float("nan"), float("inf"), [0.5, float("nan")], {"a": float("-inf")}):
+        assert compare(decode(json.loads(json.dumps(encode(value)))), value) is None, value
 
 
 def test_compare_does_not_give_the_expected_value_away():
