@@ -9,6 +9,7 @@ structure while they are decoded, and compared with the reference here, in the g
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -69,6 +70,21 @@ def make_runner(
     return run
 
 
+FLOAT_KEY = "__float__"  # a NaN or an infinity given as an argument (JSON cannot hold one)
+
+
+def _mark_floats(value: Any) -> Any:
+    """Non-finite floats in arguments as {FLOAT_KEY: "nan"}, which the harness turns back
+    into floats (the codec alone would hand the student's function a dict)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {FLOAT_KEY: repr(float(value))}
+    if isinstance(value, list | tuple):
+        return [_mark_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mark_floats(v) for k, v in value.items()}
+    return value
+
+
 def request(
     source: str,
     *,
@@ -86,13 +102,15 @@ def request(
         "name": name,
         "cases": [
             {
-                "args": [selfcheck.encode(a) for a in c.get("args", ())],
-                "kwargs": {k: selfcheck.encode(v) for k, v in c.get("kwargs", {}).items()},
+                "args": [selfcheck.encode(_mark_floats(a)) for a in c.get("args", ())],
+                "kwargs": {
+                    k: selfcheck.encode(_mark_floats(v)) for k, v in c.get("kwargs", {}).items()
+                },
             }
             for c in cases or []
         ],
         "task": task,
-        "payload": selfcheck.encode(payload),
+        "payload": selfcheck.encode(_mark_floats(payload)),
     }
     return json.dumps(body).encode()
 

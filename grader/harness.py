@@ -34,6 +34,8 @@ def _decode(codec: Any, data: Any) -> Any:
     if isinstance(data, dict):
         if codec.ARRAY_KEY in data:
             return codec.decode_array(data[codec.ARRAY_KEY])
+        if set(data) == {"__float__"}:  # grader/clean.py FLOAT_KEY: a NaN or an infinity
+            return float(data["__float__"])
         return {k: _decode(codec, v) for k, v in data.items()}
     if isinstance(data, list):
         return [_decode(codec, v) for v in data]

@@ -9,7 +9,7 @@ from grader import sandbox as sb
 from grader.checking import Answer, CheckContext
 from grader.clean import make_runner
 from grader.errors import ExecutionError
-from grader.functions import Case, first_mismatch
+from grader.functions import Case, compare, first_mismatch
 from grader.spec import Question
 
 
@@ -111,3 +111,14 @@ def test_run_task(ctx, tmp_path):
     assert ctx.run_task(answer("def f(x):\n    return x + 1"), task, {"x": np.arange(3)}).tolist() == [2, 4, 6]
     with pytest.raises(ExecutionError, match="ZeroDivisionError"):
         ctx.run_task(answer("def f(x):\n    return 1 / 0"), task, {"x": 1})
+
+
+def test_nan_and_infinity_arguments_reach_the_function_as_floats(ctx):
+    """JSON holds no NaN: the codec alone turned a float('nan') argument into a dict."""
+    source = "def f(x, y=0.0):\n    return [type(x).__name__, x, y]"
+    cases = [Case((float("nan"),), {"y": float("-inf")}), Case(([1.0, float("inf")],))]
+    first, second = ctx.call_function(answer(source), cases)
+    assert first.ok and first.value[0] == "float", first.value
+    assert compare(first.value, ["float", float("nan"), float("-inf")]) is None
+    assert first.changed_arguments() == []  # NaN after the call is the NaN it was given
+    assert second.ok and compare(second.value, ["list", [1.0, float("inf")], 0.0]) is None
