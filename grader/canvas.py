@@ -51,8 +51,8 @@ def split_records(text: str) -> list[Record]:
     """RFC 4180 records with the span of every field; any line ending (CRLF, LF, CR)."""
     records: list[Record] = []
     spans: list[tuple[int, int]] = []
-    i, n = 0, len(text)
-    start = 0
+    n = len(text)
+    i = start = 1 if text.startswith("\ufeff") else 0  # the byte-order mark is no field's
     while i <= n:
         if i < n and text[i] == '"' and i == start:
             i += 1

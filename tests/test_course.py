@@ -177,11 +177,20 @@ def test_split_records_keeps_every_byte():
     assert len(records) == 9 and all(len(r.spans) == 15 for r in records)
     assert records[7].value(text, 0) == 'Zhang, "Max" Wei'
     assert [[r.value(text, i) for i in range(15)] for r in records] == list(
-        csv.reader(io.StringIO(text, newline=""))
+        csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))  # the BOM is no field's
     )
     for text in ('a,"b\r\nc",d\ne,f', "a,b\r", '"x""y",,\r\n"",q\n'):
         values = [[r.value(text, i) for i in range(len(r.spans))] for r in split_records(text)]
         assert values == list(csv.reader(io.StringIO(text, newline=""))), text
+
+
+def test_a_quoted_header_after_the_byte_order_mark(course_spec):
+    """Excel and LibreOffice may quote every field: the first one then follows the BOM."""
+    text = '\ufeff"Student","ID","SIS User ID","SIS Login ID","Section","HW1 (77)"\r\n'
+    text += '"    Points Possible","","","","","10"\r\n"Doe, Jane","123","s1","jdoe","A",""\r\n'
+    filled, report = fill_gradebook(text, [result(course_spec, "jdoe", 12.5)], ["HW1"])
+    assert report.filled == {"Doe, Jane": "12.5"}
+    assert filled == text.replace('"A",""', '"A","12.5"')
 
 
 def test_canvas_round_trip_changes_only_the_assignment_column(course_spec, tmp_path, capsys):
