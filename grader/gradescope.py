@@ -129,22 +129,30 @@ def results_json(
 
 def find_notebook(folder: Path, spec: AssignmentSpec) -> tuple[Path | None, list[str]]:
     """The notebook to grade in a Gradescope submission folder, and notes about the choice."""
-    found = sorted(
+    candidates = sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() == ".ipynb"
+        if p.suffix.lower() == ".ipynb"
         and not any(part in SKIP_PARTS or part.startswith(".") for part in p.relative_to(folder).parts)
     )
+    # A link is never followed: one to /autograder/source would be graded as the solution.
+    links = [p for p in candidates if _linked(folder, p)]
+    found = [p for p in candidates if p not in links and p.is_file()]
+    notes = [f"{p.name} is a symbolic link: not graded" for p in links]
     if not found:
-        return None, []
+        return None, notes
     named = [p for p in found if p.name == spec.template]
     chosen = named[0] if named else found[0]
-    notes = []
     if len(found) > 1:
         others = ", ".join(p.name for p in found if p != chosen)
         notes.append(f"several notebooks were submitted; graded {chosen.name}, not: {others}")
     return chosen, notes
+
+
+def _linked(folder: Path, path: Path) -> bool:
+    """Whether `path` or a folder between `folder` and it is a symbolic link."""
+    parts = path.relative_to(folder).parts
+    return any((folder.joinpath(*parts[: i + 1])).is_symlink() for i in range(len(parts)))
 
 
 def run_autograder(
@@ -164,6 +172,7 @@ def run_autograder(
     notebook, notes = find_notebook(submission, spec)
     if notebook is None:
         message = f"no notebook (.ipynb) was submitted: upload your {spec.template}"
+        message += "".join(f" ({note})" for note in notes)
         result = SubmissionResult(
             student="submission", file="", content_hash="", status=R.ERROR, error=message,
             questions=[ungradable(q.id, q.points, message) for q in spec.questions],

@@ -164,6 +164,20 @@ def test_the_notebook_to_grade_is_found(spec, tmp_path):
     assert chosen == tmp_path / "mnist_nn.ipynb" and "notes.ipynb" in notes[0]
 
 
+def test_a_linked_notebook_is_never_graded(spec, tmp_path):
+    """A link to /autograder/source/.../solution.ipynb would be graded as the solution."""
+    submission, elsewhere = tmp_path / "submission", tmp_path / "source"
+    submission.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "solution.ipynb").write_text("{}")
+    (submission / "mnist_nn.ipynb").symlink_to(elsewhere / "solution.ipynb")
+    (submission / "folder").symlink_to(elsewhere, target_is_directory=True)
+    chosen, notes = find_notebook(submission, spec)
+    assert chosen is None and notes == ["mnist_nn.ipynb is a symbolic link: not graded"]
+    (submission / "mine.ipynb").write_text("{}")
+    assert find_notebook(submission, spec) == (submission / "mine.ipynb", notes)
+
+
 @pytest.fixture(scope="module")
 def autograder_source(tmp_path_factory, spec, mnist_path):
     """The zip built once and unpacked as Gradescope unpacks it into /autograder/source."""
