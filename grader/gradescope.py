@@ -108,7 +108,17 @@ def results_json(
         })  # fmt: skip
     auto = sum(float(t["score"]) for t in tests)
     hand = sum(q.points for q in spec.manual_questions)
-    lines = [f"Autograded: {auto:g} / {spec.auto_points:g} points."]
+    hidden = [t for t in tests if t.get("visibility") == AFTER_PUBLISHED]
+    if hidden:  # this text is visible at once: it must not add up what the hidden tests hold
+        shown = [t for t in tests if t.get("visibility") == VISIBLE and t["max_score"]]
+        lines = [
+            f"Checks shown now: {sum(t['score'] for t in shown):g} / "
+            f"{sum(t['max_score'] for t in shown):g} points; "
+            f"{sum(t['max_score'] for t in hidden):g} more points of hidden checks are shown "
+            "when grades are published."
+        ]
+    else:
+        lines = [f"Autograded: {auto:g} / {spec.auto_points:g} points."]
     if hand:
         lines.append(f"{hand:g} more points of free-response questions are graded by hand.")
     if result.error:

@@ -123,6 +123,12 @@ def test_results_json_visibility_and_hand_graded_questions(spec):
     manual = tests["cost_trend"]
     assert (manual["score"], manual["max_score"]) == (0.0, 0.0) and "by hand" in manual["output"]
     assert "cost function" in data["output"] and "graded by hand" in data["output"]
+    # the top-level output is visible at once: it must not reveal the hidden checks' points
+    hidden = [t for t in data["tests"] if t["visibility"] == "after_published"]
+    shown = [t for t in data["tests"] if t["visibility"] == "visible" and t["max_score"]]
+    assert hidden and f"{spec.auto_points - 1:g} / {spec.auto_points:g}" not in data["output"]
+    shown_points = sum(t["score"] for t in shown)
+    assert f"Checks shown now: {shown_points:g} / {sum(t['max_score'] for t in shown):g}" in data["output"]
 
 
 def test_the_zip_follows_the_specification(spec, tmp_path, mnist_path):
