@@ -146,12 +146,18 @@ def fill_gradebook(
             by_key.setdefault(key, []).append(r)
     placed: set[int] = set()
     edits: list[tuple[tuple[int, int], str]] = []
+    rows = []
+    canvas_ids: dict[int, set[str]] = {}  # result -> the Canvas users whose rows it matches
     for record in records[1:]:
         name = record.value(text, header.index("Student"))
         ids = [record.value(text, header.index(c)).strip() for c in ID_COLUMNS]
         if not ids[0] or name.strip().casefold() in CANVAS_NON_STUDENT_ROWS:
             continue
         hits = {id(r): r for key in ids if key for r in by_key.get(key.casefold(), [])}
+        rows.append((record, name, ids, hits))
+        for key in hits:
+            canvas_ids.setdefault(key, set()).add(ids[0])
+    for record, name, ids, hits in rows:
         if not hits:
             report.unmatched_rows.append(f"{name} (ID {ids[0]})")
             continue
@@ -163,6 +169,12 @@ def fill_gradebook(
             continue
         result = next(iter(hits.values()))
         placed.add(id(result))
+        if len(canvas_ids[id(result)]) > 1:  # e.g. its name is another student's login
+            others = sorted(canvas_ids[id(result)] - {ids[0]})
+            report.ambiguous.append(
+                f"{name} (ID {ids[0]}): {result.student} also matches Canvas ID {', '.join(others)}"
+            )
+            continue
         if result.status == ERROR:
             report.not_graded.append(f"{name}: {result.student} could not be graded")
             continue

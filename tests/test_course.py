@@ -236,6 +236,14 @@ def test_canvas_rows_are_never_guessed(course_spec):
     broken.status = R.ERROR
     filled, report = fill_gradebook(text, [broken], ["884001"])
     assert filled == text and report.not_graded == ["Brown, James: jbrown could not be graded"]
+    # one submission matching two Canvas users (its name part is another James Brown's login)
+    twin = text.replace("\r\n\"Chen, Wei\"", '\r\n"Brown, James",10500,S2026099,brownjames,Section A,,,,,,,,,,\r\n"Chen, Wei"')
+    filled, report = fill_gradebook(twin, [result(course_spec, "brownjames", 7, lms_id="10244")], ["884001"])
+    assert filled == twin and report.filled == {}
+    assert report.ambiguous == [
+        "Brown, James (ID 10244): brownjames also matches Canvas ID 10500",
+        "Brown, James (ID 10500): brownjames also matches Canvas ID 10244",
+    ]
     # an older export: LF line endings, no byte-order mark, a `Muted` row
     old = text.lstrip("\ufeff").replace("\r\n", "\n").replace(",,,,,Manual Posting,", ",,,,,Muted,")
     filled, report = fill_gradebook(old, [result(course_spec, "jbrown", 7)], ["Building and training a simple neural network"])
