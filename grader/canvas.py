@@ -155,8 +155,8 @@ def fill_gradebook(
             continue
         hits = {id(r): r for key in ids if key for r in by_key.get(key.casefold(), [])}
         rows.append((record, name, ids, hits))
-        for key in hits:
-            canvas_ids.setdefault(key, set()).add(ids[0])
+        for hit in hits:
+            canvas_ids.setdefault(hit, set()).add(ids[0])
     for record, name, ids, hits in rows:
         if not hits:
             report.unmatched_rows.append(f"{name} (ID {ids[0]})")
