@@ -189,6 +189,8 @@ def _make_v1(name: str, limits: GroupLimits) -> Cgroup:
         _write(cpu / "cpu.cfs_quota_us", str(max(1000, int(limits.cpus * CFS_PERIOD_US))))
         _write(dirs["pids"] / "pids.max", str(limits.max_tasks))
         _write(dirs["memory"] / "memory.limit_in_bytes", str(limits.memory_bytes))
+        with contextlib.suppress(OSError):  # no swapping past the limit either
+            _write(dirs["memory"] / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
     except OSError:
         group.remove()
         raise
