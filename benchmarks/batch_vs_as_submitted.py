@@ -1,25 +1,34 @@
 """Time the grader's batch against executing the same notebooks as they were submitted.
 
-    python benchmarks/batch_vs_as_submitted.py [NOTEBOOK_OR_FOLDER ...] [--jobs N]
+    python benchmarks/batch_vs_as_submitted.py [NOTEBOOK_OR_FOLDER ...] [--jobs 1,2]
 
-Both runs happen here, side by side, on the same notebooks (default: tests/samples/mnist_nn),
-so the figure that matters is the ratio, not the seconds (these machines are noisy).
+Everything runs here, side by side, on the same notebooks (default: tests/samples/mnist_nn),
+so the figures that matter are ratios, not seconds (these machines are noisy; the load
+average is recorded with the results).
 
 * "as submitted": each notebook executed top to bottom with nbclient, exactly as the student
   left it (their own epochs and learning rates), one thread, the data staged beside it;
-* "grader": `grade_batch` on the same files, sandboxed, grading parameters injected, with a
-  cold reference cache (a fresh cache folder) and then a warm one (`--force`, same cache).
+* "floor": a fresh kernel running the same student cells under the grading parameters,
+  nothing else (no sandbox, no grader cells, no checks): what grading cannot go below;
+* "grader": `grade_batch` on the same files, sandboxed, with a cold reference cache (a fresh
+  cache folder), then warm (`--force`, same cache) for each `--jobs` value. Per notebook and
+  stage: kernel start, the set-up cell (imports), the notebook's cells, extraction, each
+  question's check, and writing the outputs.
+
+Writes benchmarks/results/batch_vs_as_submitted.json and .png.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import nbclient
 import nbformat
@@ -27,9 +36,24 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from grader.assemble import assemble, parse_notebook  # noqa: E402
+from grader.authoring import PARAMETERS, cell_role, load_source, make_template  # noqa: E402
 from grader.batch import BatchOptions, discover, grade_batch  # noqa: E402
 from grader.data import resolve_dataset, stage_dataset  # noqa: E402
-from grader.spec import load_spec  # noqa: E402
+from grader.execute import kernel_env, parameters_code  # noqa: E402
+from grader.report import write_outputs  # noqa: E402
+from grader.spec import AssignmentSpec, load_spec  # noqa: E402
+
+STAGES = ("kernel", "setup", "cells", "extract", "checks", "total")
+
+
+def _run(nb: nbformat.NotebookNode, work: str, env: dict[str, str], timeout: int) -> float:
+    client = nbclient.NotebookClient(
+        nb, timeout=timeout, allow_errors=True, resources={"metadata": {"path": work}}
+    )
+    started = time.monotonic()
+    client.execute(env=env, cwd=work)
+    return time.monotonic() - started
 
 
 def as_submitted(path: Path, data: Path, stage_as: str, timeout: int) -> float:
@@ -37,51 +61,182 @@ def as_submitted(path: Path, data: Path, stage_as: str, timeout: int) -> float:
     with tempfile.TemporaryDirectory(prefix="as-submitted-") as work:
         stage_dataset(data, Path(work), stage_as)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-        client = nbclient.NotebookClient(
-            nb, timeout=timeout, allow_errors=True, resources={"metadata": {"path": work}}
-        )
-        started = time.monotonic()
-        client.execute(env=env, cwd=work)
-        return time.monotonic() - started
+        return _run(nb, work, env, timeout)
+
+
+def floor(spec: AssignmentSpec, template: Any, path: Path, data: Path, timeout: int) -> float:
+    """The student's cells as graded (assembled, grading parameters injected) in a fresh
+    plain kernel: kernel start plus cells, nothing of the grader's."""
+    nb, _ = parse_notebook(path.read_bytes(), path.name)
+    cells = []
+    for cell in assemble(template, nb).notebook.cells:
+        cells.append(cell)
+        if cell.cell_type == "code" and cell_role(cell).role == PARAMETERS:
+            cells.append(nbformat.v4.new_code_cell(parameters_code(spec.grading)))
+    graded = nbformat.v4.new_notebook(cells=cells)
+    assert spec.dataset is not None and spec.dataset.stage_as
+    with tempfile.TemporaryDirectory(prefix="floor-") as work:
+        stage_dataset(data, Path(work), spec.dataset.stage_as)
+        return _run(graded, work, kernel_env(spec.grading, Path(work)), timeout)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": 0.0, "max": 0.0}
+    return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
+def grader_run(
+    spec: AssignmentSpec, paths: list[Path], cache: Path, jobs: int, force: bool, tmp: Path
+) -> dict[str, Any]:
+    out = tmp / f"out-{jobs}-{'warm' if force else 'cold'}"
+    started = time.monotonic()
+    batch = grade_batch(
+        spec, paths, out, BatchOptions(jobs=jobs, cache_dir=cache, progress=False, force=force)
+    )
+    seconds = time.monotonic() - started
+    write_started = time.monotonic()
+    write_outputs(spec, batch.results, tmp / "outputs-again")
+    per_notebook = {r.student: dict(r.timings) for r in batch.results}
+    stage_names = sorted({k for t in per_notebook.values() for k in t})
+    return {
+        "jobs": jobs,
+        "cache": "warm" if force else "cold",
+        "seconds": round(seconds, 3),
+        "write_outputs": round(time.monotonic() - write_started, 3),
+        "per_notebook": per_notebook,
+        "stages": {k: _stats([t[k] for t in per_notebook.values() if k in t]) for k in stage_names},
+        "scores": {r.student: r.total for r in batch.results},
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    warm = results["grader"][-1] if results["grader"] else None
+    if warm is not None:
+        names = [s for s in STAGES if s in warm["stages"] and s != "total"]
+        checks = sorted(k for k in warm["stages"] if k.startswith("check:"))
+        medians = [warm["stages"][s]["median"] for s in names + checks]
+        left.barh(names + checks, medians, color="tab:blue", label="grader, median")
+        left.axvline(results["floor"]["median"], color="tab:green", label="floor (whole run)")
+        left.set_xlabel("seconds per notebook")
+        left.set_title("Where a notebook's grading time goes")
+        left.legend()
+    jobs = [g["jobs"] for g in results["grader"] if g["cache"] == "warm"]
+    throughput = [
+        len(g["per_notebook"]) / g["seconds"] * 60 for g in results["grader"] if g["cache"] == "warm"
+    ]
+    right.plot(jobs, throughput, marker="o", label="grader (warm cache)")
+    if results["as_submitted"]["total"]:
+        n = len(results["as_submitted"]["per_notebook"])
+        right.axhline(n / results["as_submitted"]["total"] * 60, color="tab:red", label="as submitted")
+    right.set_xlabel("--jobs")
+    right.set_ylabel("notebooks per minute")
+    right.set_title(f"Scaling (load average {results['load'][0]:.1f} at start)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("paths", nargs="*", default=[str(ROOT / "tests" / "samples" / "mnist_nn")])
-    parser.add_argument("--jobs", type=int, default=1, help="grader workers (1: same cores as the plain run)")
+    parser.add_argument("--jobs", default="1,2", help="grader workers to compare, e.g. 1,2")
     parser.add_argument("--timeout", type=int, default=1800, help="per cell, as submitted")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--skip-as-submitted", action="store_true")
+    parser.add_argument("--cache-dir", help="reuse a reference cache (default: a cold one)")
     args = parser.parse_args(argv)
     spec = load_spec(ROOT / "solutions" / "mnist_nn")
     assert spec.dataset is not None and spec.dataset.stage_as
     data = resolve_dataset(spec.dataset)
     subs = [s for s in discover([Path(p) for p in args.paths]) if s.member is None]
+    jobs_list = [int(j) for j in args.jobs.split(",")]
+    results: dict[str, Any] = {
+        "notebooks": len(subs),
+        "cpus": os.cpu_count(),
+        "load": list(os.getloadavg()),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
-    plain = 0.0
+    plain: dict[str, float] = {}
+    if not args.skip_as_submitted:
+        for sub in subs:
+            plain[sub.student] = round(as_submitted(sub.path, data, spec.dataset.stage_as, args.timeout), 3)
+            print(f"as submitted  {sub.student:<16} {plain[sub.student]:7.1f} s", flush=True)
+    results["as_submitted"] = {"per_notebook": plain, "total": round(sum(plain.values()), 3)}
+
+    template = make_template(spec, load_source(spec))
+    floors = {}
     for sub in subs:
-        seconds = as_submitted(sub.path, data, spec.dataset.stage_as, args.timeout)
-        plain += seconds
-        print(f"as submitted  {sub.student:<16} {seconds:7.1f} s", flush=True)
+        floors[sub.student] = round(floor(spec, template, sub.path, data, args.timeout), 3)
+        print(f"floor         {sub.student:<16} {floors[sub.student]:7.1f} s", flush=True)
+    results["floor"] = {"per_notebook": floors, **_stats(list(floors.values()))}
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        cache = Path(tmp) / "cache"
-        timings = []
-        for label, force in (("cold cache", False), ("warm cache", True)):
-            out = Path(tmp) / label.replace(" ", "-")
-            started = time.monotonic()
-            grade_batch(
-                spec,
-                [sub.path for sub in subs],
-                out,
-                BatchOptions(jobs=args.jobs, cache_dir=cache, progress=False, force=force),
-            )
-            timings.append((label, time.monotonic() - started))
-            shutil.rmtree(out, ignore_errors=True)
-
-    print(f"\n{len(subs)} notebooks, grader with --jobs {args.jobs}")
-    print(f"as submitted, one after another: {plain:8.1f} s")
-    for label, seconds in timings:
-        print(f"grader batch ({label}):     {seconds:8.1f} s   ratio {plain / seconds:5.1f}x faster")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        cache = Path(args.cache_dir) if args.cache_dir else tmp / "cache"
+        paths = [sub.path for sub in subs]
+        runs = [(j, True) for j in jobs_list]  # a given cache is warm: no cold run
+        if not args.cache_dir:
+            runs.insert(0, (jobs_list[0], False))
+        results["grader"] = []
+        for jobs, force in runs:
+            run = grader_run(spec, paths, cache, jobs, force, tmp)
+            results["grader"].append(run)
+            print(f"grader --jobs {jobs} ({run['cache']} cache): {run['seconds']:7.1f} s", flush=True)
+    results["load_end"] = list(os.getloadavg())
+    summarise(results, jobs_list)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "batch_vs_as_submitted.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, out / "batch_vs_as_submitted.png")
+    print(f"\nwrote {out / 'batch_vs_as_submitted.json'} and .png")
     return 0
+
+
+def summarise(results: dict[str, Any], jobs_list: list[int]) -> None:
+    warm = {g["jobs"]: g for g in results["grader"] if g["cache"] == "warm"}
+    cold = next((g for g in results["grader"] if g["cache"] == "cold"), None)
+    first = warm[jobs_list[0]]
+    ratios = {}
+    print(f"\n{results['notebooks']} notebooks; load average {results['load'][0]:.1f} at start, "
+          f"{results['load_end'][0]:.1f} at end ({results['cpus']} CPUs)")
+    print(f"{'stage':<34}{'median':>9}{'max':>9}   (grader --jobs {first['jobs']}, warm cache)")
+    for stage, s in sorted(first["stages"].items()):
+        print(f"  {stage:<32}{s['median']:9.2f}{s['max']:9.2f}")
+    print(f"  {'write outputs (whole batch)':<32}{first['write_outputs']:9.2f}")
+    print(f"  {'floor (fresh kernel, same cells)':<32}{results['floor']['median']:9.2f}"
+          f"{results['floor']['max']:9.2f}")
+    per = [
+        t["total"] / results["floor"]["per_notebook"][name]
+        for name, t in first["per_notebook"].items()
+        if name in results["floor"]["per_notebook"] and "total" in t
+    ]
+    ratios["per_notebook_vs_floor_median"] = round(statistics.median(per), 3) if per else None
+    ratios["per_notebook_vs_floor_max"] = round(max(per), 3) if per else None
+    plain = results["as_submitted"]["total"]
+    for jobs, g in sorted(warm.items()):
+        if plain:
+            ratios[f"as_submitted_vs_jobs{jobs}"] = round(plain / g["seconds"], 2)
+    if plain and cold is not None:
+        ratios["as_submitted_vs_cold_first_jobs"] = round(plain / cold["seconds"], 2)
+    if len(warm) > 1:
+        ratios["throughput_jobs_last_vs_first"] = round(
+            warm[jobs_list[0]]["seconds"] / warm[jobs_list[-1]]["seconds"], 2
+        )
+    results["ratios"] = ratios
+    print(f"as submitted, one after another: {plain:8.1f} s")
+    for g in results["grader"]:
+        print(f"grader --jobs {g['jobs']} ({g['cache']} cache): {g['seconds']:8.1f} s")
+    for name, value in ratios.items():
+        print(f"  {name}: {value}")
 
 
 if __name__ == "__main__":

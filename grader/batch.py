@@ -281,6 +281,9 @@ def _init_worker(spec_root: str, options: dict[str, Any]) -> None:
 
     spec = load_spec(Path(spec_root))
     _SESSION = open_session(spec, **options)
+    _SESSION.start_kernels_ahead()
+    # the worker exits through multiprocessing, which runs finalizers, not atexit
+    multiprocessing.util.Finalize(_SESSION, _SESSION.close, exitpriority=10)
 
 
 EXECUTED = "_executed"  # the key of the packed executed notebook in a worker's answer
@@ -319,6 +322,7 @@ class BatchOptions:
     notebook_timeout: float | None = None
     gradebook: Path | None = None
     progress: bool | None = None
+    scheduler: str | None = None  # a Dask scheduler: tcp://HOST:PORT, or local:N
     submission_times: Path | None = None  # submissions.csv: student, file, submitted_at
     course: CourseFiles = field(default_factory=CourseFiles)  # roster, extensions
 
@@ -434,9 +438,11 @@ def grade_batch(
             todo.append(sub)
     if todo:
         _check_sandbox(spec, options, batch)
-        _run_pool(
-            spec, todo, extra, worker_options, options.jobs, book, key, batch, progress, on_result
-        )
+        record = _recorder(book, key, batch, progress, on_result)
+        if options.scheduler:
+            _run_dask(spec, options.scheduler, todo, extra, worker_options, record)
+        else:
+            _run_pool(spec, todo, extra, worker_options, options.jobs, record)
     results = apply_manual(spec, book.current_results(), book)
     results, course = finish_results(spec, results, out, options.course)
     batch.warnings += course.warnings
@@ -485,23 +491,22 @@ def _check_sandbox(spec: AssignmentSpec, options: BatchOptions, batch: BatchResu
         sys.stderr.write(f"warning: {warning}\n")
 
 
-def _run_pool(
-    spec: AssignmentSpec,
-    todo: list[Submission],
-    extra: dict[str, list[str]],
-    worker_options: dict[str, Any],
-    jobs: int,
+# record(submission, result, cacheable, packed executed notebook or None)
+Record = Callable[[Submission, SubmissionResult, bool, bytes | None], None]
+
+
+def _recorder(
     book: Gradebook,
     key: str,
     batch: BatchResult,
     progress: Progress,
     on_result: Callable[[SubmissionResult], None] | None,
-) -> None:
+) -> Record:
+    """Where every result goes, whichever backend graded it: the gradebook, the counts, the
+    progress bar. Only the instructor's process calls it."""
+
     def record(
-        sub: Submission,
-        result: SubmissionResult,
-        cacheable: bool = True,
-        executed: bytes | None = None,
+        sub: Submission, result: SubmissionResult, cacheable: bool, executed: bytes | None
     ) -> None:
         # A failure of the grader itself is kept (nothing is lost) but not cached, so the
         # next run grades that submission again.
@@ -514,6 +519,51 @@ def _run_pool(
         if on_result:
             on_result(result)
 
+    return record
+
+
+def _run_dask(
+    spec: AssignmentSpec,
+    scheduler: str,
+    todo: list[Submission],
+    extra: dict[str, list[str]],
+    worker_options: dict[str, Any],
+    record: Record,
+) -> None:
+    """One Dask task per submission; its bytes travel with it (see grader/cluster.py)."""
+    from .cluster import run_on_dask
+
+    jobs = []
+    for sub in todo:
+        warnings = extra.get(sub.student, [])
+        try:
+            raw = sub.read()
+        except OSError as exc:
+            raw, warnings = b"", [*warnings, f"cannot read {sub.label}: {exc}"]
+        jobs.append((sub, raw, warnings))
+
+    def with_origin(sub: Submission, data: dict[str, Any], cacheable: bool) -> None:
+        data = dict(data)
+        executed = data.pop(EXECUTED, None)
+        result = SubmissionResult.from_dict(data)
+        result.origin = sub.origin()
+        record(sub, result, cacheable and not result.grader_failed, executed)
+
+    def failed(sub: Submission, why: str) -> None:
+        error = _error_result(spec, sub, f"grading failed on the cluster: {why}")
+        record(sub, error, False, None)
+
+    run_on_dask(scheduler, spec, jobs, worker_options, with_origin, failed)
+
+
+def _run_pool(
+    spec: AssignmentSpec,
+    todo: list[Submission],
+    extra: dict[str, list[str]],
+    worker_options: dict[str, Any],
+    jobs: int,
+    record: Record,
+) -> None:
     def collect(
         sub: Submission, future: cf.Future[dict[str, Any]]
     ) -> tuple[SubmissionResult, bytes | None]:
@@ -559,11 +609,11 @@ def _run_pool(
             record(sub, result, not result.grader_failed, executed)
         except cf.process.BrokenProcessPool:
             message = "the grading worker process crashed on this submission (twice)"
-            record(sub, _error_result(spec, sub, message), cacheable=False)
+            record(sub, _error_result(spec, sub, message), False, None)
         except Exception as exc:
             error = _error_result(spec, sub, f"internal grader error: {_describe(exc)}")
             error.log.append(_traceback(exc))
-            record(sub, error, cacheable=False)
+            record(sub, error, False, None)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -1,7 +1,16 @@
-"""`grader calibrate`: thresholds measured from reference runs, written as data."""
+"""`grader calibrate`: thresholds measured from reference runs, written as data, and the
+reference cache built ahead of grading.
+
+The cache is filled by grading the assignment's own solution (and any notebooks given, e.g.
+last term's class) with the grading parameters, so every reference result the checks need
+for those answers is computed here, once, and a class graded afterwards trains none. An
+assignment's checks module may define `warm_cache(ctx, progress)` for more (the common
+hyperparameters students try).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .checking import load_module
@@ -24,3 +33,35 @@ def calibrate(spec: AssignmentSpec, dataset: Path | None = None) -> Path:
     data = run(path, progress=lambda message: print(message, flush=True))
     atomic_write_json(spec.calibration_path, data)
     return spec.calibration_path
+
+
+def cache_entries(cache_dir: Path, spec: AssignmentSpec) -> set[str]:
+    folder = cache_dir / spec.id
+    return {p.name for p in folder.glob("*.json")} if folder.is_dir() else set()
+
+
+def warm_cache(
+    spec: AssignmentSpec,
+    *,
+    notebooks: list[Path] | None = None,
+    cache_dir: Path | None = None,
+    dataset: Path | None = None,
+    sandbox: bool = True,
+    progress: Callable[[str], None] = print,
+) -> int:
+    """Compute the reference results grading will need; returns how many were added."""
+    from .grading import grade_bytes, open_session
+
+    session = open_session(spec, cache_dir=cache_dir, dataset=dataset, sandbox=sandbox)
+    before = cache_entries(session.cache_dir, spec)
+    sources = [(spec.source_path, "solution"), *((p, p.stem) for p in notebooks or [])]
+    for path, student in sources:
+        progress(f"reference results for {path.name}")
+        grade_bytes(session, path.read_bytes(), student=student, file=path.name)
+    hook = getattr(session.checks, "warm_cache", None)
+    if callable(hook):
+        progress("reference results from the checks' warm_cache()")
+        hook(session.ctx(), progress)
+    added = len(cache_entries(session.cache_dir, spec) - before)
+    progress(f"{added} reference results added to {session.cache_dir / spec.id}")
+    return added

@@ -16,12 +16,14 @@ sandboxed process (grader/clean.py) that returns plain data and decides nothing.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.util
 import json
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -187,6 +189,8 @@ class CheckContext:
     runner: Runner | None = None
     _data: Any = field(default=None, repr=False)
     _data_hash: str | None = field(default=None, repr=False)
+    _code_key: dict[str, str] | None = field(default=None, repr=False)
+    reference_seconds: float = 0.0  # spent computing (or waiting for) cached results
 
     @property
     def reference(self) -> ModuleType:
@@ -218,8 +222,10 @@ class CheckContext:
             loader = getattr(self.reference, dataset.loader, None)
             if not callable(loader):
                 raise SpecError(f"the reference module has no function {dataset.loader!r}")
+            started = time.monotonic()  # the batch's cost, not a student's: see cached()
             self._data = _DATA_CACHE.get(self.dataset_path) or loader(self.dataset_path)
             _DATA_CACHE[self.dataset_path] = self._data
+            self.reference_seconds += time.monotonic() - started
         return self._data
 
     @property
@@ -233,22 +239,27 @@ class CheckContext:
                 self._data_hash = sha256_file(self.dataset_path)
         return self._data_hash
 
+    @property
+    def code_key(self) -> dict[str, str]:
+        """What else decides a reference result: the reference's and the checks' source, and
+        the versions of the libraries that compute it."""
+        if self._code_key is None:
+            self._code_key = reference_code_key(self.spec)
+        return self._code_key
+
     def cached(self, name: str, params: dict[str, Any], compute: Callable[[], T]) -> T:
-        """A reference result cached on disk, keyed by data hash, name and parameters."""
-        key_data = {"data": self.data_hash, "name": name, "params": params}
+        """A reference result cached on disk, keyed by data hash, name, parameters, the
+        reference's and checks' source and the library versions. Workers sharing the cache
+        compute each result once: the others wait on its lock file, then read it. The time
+        spent computing is counted in `reference_seconds` (the batch's, not a student's)."""
+        key_data = {"data": self.data_hash, "name": name, "params": params, **self.code_key}
         key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:32]
         path = self.cache_dir / self.spec.id / f"{name}-{key}.json"
-        if path.is_file():
-            try:
-                stored = json.loads(path.read_text(encoding="utf-8"))
-                if stored.get("key") == key_data:
-                    value: T = stored["value"]
-                    return value
-            except (OSError, json.JSONDecodeError, KeyError):
-                pass
-        value = compute()
-        atomic_write_json(path, {"key": key_data, "value": value})
-        return value
+        started = time.monotonic()
+        try:
+            return cached_json(path, key_data, compute)
+        finally:
+            self.reference_seconds += time.monotonic() - started
 
     def call_function(
         self, answer: Answer, cases: Sequence[Case], *, timeout: float | None = None
@@ -319,6 +330,64 @@ class CheckContext:
 
 
 _DATA_CACHE: dict[Path, Any] = {}
+
+
+def cached_json(path: Path, key_data: dict[str, Any], compute: Callable[[], T]) -> T:
+    """`compute()`'s JSON-able value, stored at `path` for exactly `key_data`; computed once
+    by whichever process holds the lock first. A compute that raises stores nothing."""
+    found = _read_cached(path, key_data)
+    if found is not None:
+        return found[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.with_suffix(".lock")):
+        found = _read_cached(path, key_data)
+        if found is not None:
+            return found[0]
+        value = compute()
+        atomic_write_json(path, {"key": key_data, "value": value})
+    return value
+
+
+def _read_cached(path: Path, key_data: dict[str, Any]) -> tuple[Any] | None:
+    """(value,) when `path` holds the result for exactly `key_data`."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("key") == key_data:
+            return (stored["value"],)
+    except (OSError, json.JSONDecodeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` between processes (a no-op where flock is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def reference_code_key(spec: AssignmentSpec) -> dict[str, str]:
+    """Hashes of the reference and checks modules, and the numeric libraries' versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    key: dict[str, str] = {}
+    for label, path in (("reference", spec.reference_path), ("checks", spec.checks_path)):
+        key[label] = sha256_file(path) if path is not None and path.is_file() else "none"
+    for package in ("torch", "numpy"):
+        try:
+            key[package] = version(package)
+        except PackageNotFoundError:
+            key[package] = "none"
+    return key
 
 
 def run_check(

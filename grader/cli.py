@@ -100,6 +100,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         submission_times=Path(args.submissions_csv) if args.submissions_csv else None,
         course=_course_files(args),
+        scheduler=args.scheduler,
     )
     batch = grade_batch(spec, [Path(p) for p in args.submissions], out, options)
     print(summary(spec, batch))
@@ -250,11 +251,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate
+    from .calibrate import calibrate, warm_cache
 
     spec = _assignment(args.assignment)
-    path = calibrate(spec, dataset=Path(args.dataset) if args.dataset else None)
-    print(f"wrote {path}")
+    dataset = Path(args.dataset) if args.dataset else None
+    if not args.cache_only:
+        print(f"wrote {calibrate(spec, dataset=dataset)}")
+    warm_cache(
+        spec,
+        notebooks=[Path(p) for p in args.warm],
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        dataset=dataset,
+        sandbox=not args.no_sandbox,
+        progress=lambda message: print(message, flush=True),
+    )
     return 0
 
 
@@ -293,7 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="reference-run cache (default: ~/.cache/grader)")
     p.add_argument("--dataset", help="the data file, instead of looking it up")
     p.add_argument("--cell-timeout", type=float, help="seconds per cell (default: the spec's)")
-    p.add_argument("--notebook-timeout", type=float, help="seconds per notebook")
+    p.add_argument(
+        "--notebook-timeout", type=float, help="seconds per submission: run, grader cells, checks"
+    )
+    p.add_argument(
+        "--scheduler", help="grade on Dask: tcp://HOST:8786 (a running scheduler) or local:N"
+    )
     p.add_argument("--memory-mb", type=int, help="memory limit per sandboxed process")
     p.add_argument("--cpu-seconds", type=int, help="CPU time limit per sandboxed process")
     p.add_argument("--max-processes", type=int, help="process limit inside the sandbox")
@@ -350,9 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sandbox", action="store_true")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("calibrate", help="measure thresholds from reference runs")
+    p = sub.add_parser(
+        "calibrate", help="measure thresholds from reference runs; build the reference cache"
+    )
     p.add_argument("assignment")
     p.add_argument("--dataset")
+    p.add_argument("--cache-dir", help="reference-run cache (default: ~/.cache/grader)")
+    p.add_argument("--cache-only", action="store_true", help="build the cache, keep thresholds")
+    p.add_argument("--warm", nargs="*", default=[], help="notebooks whose answers to cache too")
+    p.add_argument("--no-sandbox", action="store_true")
     p.set_defaults(func=cmd_calibrate)
     return parser
 

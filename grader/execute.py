@@ -42,7 +42,8 @@ from .spec import GradingSpec, SandboxLimits
 
 EXEC_KEY = "grader_exec"  # cell metadata the executor adds: which cells are its own
 SKIP_TAG = "skip-execution"
-GRADER_CELL_ALLOWANCE = 60  # seconds a grader cell may take, even past the deadline
+GRADER_CELL_ALLOWANCE = 60  # seconds a grader cell may take, within the run's budget
+GRADER_KINDS = ("snapshot", "extract", "final", "setup")  # the grader's own cells
 MAX_RESTARTS = 2
 MIN_RESTART_BUDGET = 20  # seconds: with less time left, a restart could not get far
 INTERRUPT_GRACE = 20  # seconds a timed-out cell has to stop after its interrupt
@@ -69,6 +70,7 @@ class ExecutionReport:
     payloads: list[dict[str, Any]] = field(default_factory=list)
     cells: list[CellReport] = field(default_factory=list)
     restarts: int = 0
+    kernel_seconds: float = 0.0  # starting kernels, up to their first cell
     deadline_hit: bool = False
     output_truncated: bool = False
     seconds: float = 0.0
@@ -76,6 +78,19 @@ class ExecutionReport:
 
     def failed_cells(self) -> list[CellReport]:
         return [c for c in self.cells if c.status not in ("ok", "skipped", "not-run")]
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Where the run's time went: kernel start, the grader's set-up cell (the heavy
+        imports), the notebook's own cells, and the grader's extraction cells."""
+        stages = {"kernel": self.kernel_seconds, "setup": 0.0, "cells": 0.0, "extract": 0.0}
+        for cell in self.cells:
+            if cell.kind == "setup":
+                stages["setup"] += cell.seconds
+            elif cell.kind in ("snapshot", "extract", "final"):
+                stages["extract"] += cell.seconds
+            else:
+                stages["cells"] += cell.seconds
+        return {k: round(v, 3) for k, v in stages.items()}
 
 
 def _code_cell(source: str, kind: str) -> NotebookNode:
@@ -213,6 +228,7 @@ class _GradingClient(NotebookClient):
     max_output_bytes: int = 20 * 2**20
     output_bytes: int = 0
     truncated: bool = False
+    dropped: list[str] = field(default_factory=list)  # messages refused before decoding
     nonce: str = ""
     on_kernel_started_cell: Callable[[], None] | None = None
 
@@ -305,45 +321,51 @@ def default_kernel_factory(kernel_name: str = "python3") -> KernelFactory:
     return factory
 
 
-class _Attempt:
-    """One run of the prepared notebook in one fresh kernel."""
+def grader_reserve(budget: float) -> float:
+    """The part of a run's budget kept for the grader's own cells (extraction)."""
+    return min(float(GRADER_CELL_ALLOWANCE), budget / 8)
 
-    def __init__(
-        self,
-        prepared: NotebookNode,
-        skip: set[int],
-        deadline: float,
-        per_cell: float,
-        report: ExecutionReport,
-        nonce: str,
-    ) -> None:
-        self.nb: NotebookNode = nbformat.from_dict(json.loads(json.dumps(prepared)))
-        for index in skip:
-            tags = self.nb.cells[index].metadata.setdefault("tags", [])
-            if SKIP_TAG not in tags:
-                tags.append(SKIP_TAG)
+
+@dataclass
+class _Clock:
+    """The time limits of one run: student cells start only before `deadline`; nothing of
+    the run, the grader's own cells included, goes on after `end`."""
+
+    deadline: float
+    end: float
+    per_cell: float
+
+    def timeout_for(self, kind: str) -> int:
+        now = time.monotonic()
+        if kind in GRADER_KINDS:
+            return max(1, int(min(GRADER_CELL_ALLOWANCE, self.end - now)))
+        return max(1, int(min(self.per_cell, self.deadline - now) + 0.999))
+
+
+class _CellTracker:
+    """nbclient's cell hooks: which cell runs since when, how each one ended, and which cell
+    the kernel may still be stuck in after a timeout."""
+
+    def __init__(self, nb: NotebookNode, clock: _Clock, report: ExecutionReport) -> None:
+        self.clock = clock
+        self.report = report
         self.cells = [
             CellReport(i, str(c.get("id", "")), cell_kind(c), "not-run")
-            for i, c in enumerate(self.nb.cells)
+            for i, c in enumerate(nb.cells)
         ]
-        self.nonce = nonce
-        self.deadline = deadline
-        self.per_cell = per_cell
-        self.report = report
+        self.started_at = time.monotonic()
+        self.first_cell_at: float | None = None  # the kernel was up and ready
         self.current_index = -1
         self.current_start = 0.0
         self.current_limit = float("inf")  # a cell's timeout plus the grace for its interrupt
         self.timed_out_index = -1
         self.stuck_limit = float("inf")  # the timed-out cell must have let go by then
-        self.died = False
-        self.error = ""
-        self.watchdog_fired = False
-        self.output_bytes = 0
-        self.truncated = False
 
     def on_start(self, cell: NotebookNode, cell_index: int, **_: Any) -> None:
+        if self.first_cell_at is None:
+            self.first_cell_at = time.monotonic()
         kind = cell_kind(cell)
-        if time.monotonic() > self.deadline and kind not in ("snapshot", "extract", "final"):
+        if time.monotonic() > self.clock.deadline and kind not in GRADER_KINDS:
             self.report.deadline_hit = True
             tags = cell.metadata.setdefault("tags", [])
             if SKIP_TAG not in tags:
@@ -354,7 +376,8 @@ class _Attempt:
     def on_execute(self, cell: NotebookNode, cell_index: int, **_: Any) -> None:
         self.current_index = cell_index
         self.current_start = time.monotonic()
-        self.current_limit = self.current_start + self.timeout_for(cell) + INTERRUPT_GRACE
+        limit = self.current_start + self.timeout_for(cell) + INTERRUPT_GRACE
+        self.current_limit = min(limit, self.clock.end + INTERRUPT_GRACE / 4)
 
     def on_executed(
         self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any], **_: Any
@@ -382,88 +405,161 @@ class _Attempt:
         self.current_index = -1
 
     def kernel_started_cell(self) -> None:
+        """The kernel began a new cell, so it let go of any cell interrupted before."""
         if self.current_index != self.timed_out_index:
             self.timed_out_index = -1
             self.stuck_limit = float("inf")
 
     def timeout_for(self, cell: NotebookNode) -> int:
-        if cell_kind(cell) in ("snapshot", "extract", "final", "setup"):
-            return GRADER_CELL_ALLOWANCE
-        remaining = self.deadline - time.monotonic()
-        return max(1, int(min(self.per_cell, remaining) + 0.999))
+        return self.clock.timeout_for(cell_kind(cell))
 
-    def execute(
-        self, km: KernelManager, workdir: Path, env: dict[str, str] | None, max_output: int
-    ) -> None:
-        client = _GradingClient(
-            self.nb,
-            km=km,
-            timeout_func=self.timeout_for,
-            interrupt_on_timeout=True,
-            error_on_timeout={
-                "ename": "CellTimeoutError",
-                "evalue": f"the cell ran longer than its time limit ({int(self.per_cell)} s) "
-                "and was interrupted",
-            },
-            allow_errors=True,
-            record_timing=False,
-            iopub_timeout=10,
-            shutdown_kernel="immediate",
-            on_cell_start=self.on_start,
-            on_cell_execute=self.on_execute,
-            on_cell_executed=self.on_executed,
-            resources={"metadata": {"path": str(workdir)}},
-        )
-        client.max_output_bytes = max(0, max_output)
-        frames = FrameGuard()
-        cap_clients(km, frames)  # before any message is decoded
-        client.nonce = self.nonce
-        client.on_kernel_started_cell = self.kernel_started_cell
+    def stuck(self, now: float) -> bool:
+        """The kernel ignores an interrupt, or runs past the end of the run."""
+        running_late = self.current_index >= 0 and now > self.current_limit
+        return running_late or now > self.stuck_limit or now > self.clock.end + INTERRUPT_GRACE
 
-        # The watchdog kills a kernel that ignores the interrupt at a cell's timeout, and
-        # any kernel still running well past the notebook's deadline. nbclient then raises
-        # DeadKernelError and run_notebook restarts without the cell that would not stop.
-        hard_limit = self.deadline + GRADER_CELL_ALLOWANCE * 2
-        stop = threading.Event()
+    def kernel_seconds(self) -> float:
+        """From asking for a kernel to its first cell: start-up, in the sandbox."""
+        if self.first_cell_at is None:
+            return round(time.monotonic() - self.started_at, 3)
+        return round(self.first_cell_at - self.started_at, 3)
 
-        def watchdog() -> None:
-            while not stop.wait(0.25):
-                now = time.monotonic()
-                stuck = self.current_index >= 0 and now > self.current_limit
-                stuck = stuck or now > self.stuck_limit
-                if stuck or now > hard_limit:
-                    self.watchdog_fired = True
-                    pid = _kernel_pid(km)
-                    if pid:
-                        _kill(pid)
-                    return
 
-        timer = threading.Thread(target=watchdog, name="grader-watchdog", daemon=True)
-        timer.start()
+class _Watchdog:
+    """A thread that kills a kernel that ignores the interrupt at a cell's timeout, or runs
+    past the end of the run. nbclient then raises DeadKernelError and run_notebook restarts
+    without the cell that would not stop."""
+
+    def __init__(self, km: KernelManager, tracker: _CellTracker) -> None:
+        self.km = km
+        self.tracker = tracker
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="grader-watchdog", daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.25):
+            if self.tracker.stuck(time.monotonic()):
+                self.fired = True
+                pid = _kernel_pid(self.km)
+                if pid:
+                    _kill(pid)
+                return
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class _Outcome:
+    """How one attempt ended."""
+
+    died: bool = False
+    error: str = ""
+    watchdog_fired: bool = False
+    output_bytes: int = 0
+    truncated: bool = False
+    dropped: list[str] = field(default_factory=list)  # messages refused before decoding
+
+
+def _client(
+    nb: NotebookNode, km: KernelManager, tracker: _CellTracker, workdir: Path, nonce: str
+) -> _GradingClient:
+    client = _GradingClient(
+        nb,
+        km=km,
+        timeout_func=tracker.timeout_for,
+        interrupt_on_timeout=True,
+        error_on_timeout={
+            "ename": "CellTimeoutError",
+            "evalue": f"the cell ran longer than its time limit ({int(tracker.clock.per_cell)} s)"
+            " and was interrupted",
+        },
+        allow_errors=True,
+        record_timing=False,
+        iopub_timeout=10,
+        shutdown_kernel="immediate",
+        on_cell_start=tracker.on_start,
+        on_cell_execute=tracker.on_execute,
+        on_cell_executed=tracker.on_executed,
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    client.nonce = nonce
+    client.on_kernel_started_cell = tracker.kernel_started_cell
+    return client
+
+
+def _close(client: _GradingClient, km: KernelManager) -> None:
+    kc = getattr(client, "kc", None)
+    if kc is not None:  # nbclient stopped before its own clean-up
+        with contextlib.suppress(Exception):
+            kc.stop_channels()
+    with contextlib.suppress(Exception):
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+    with contextlib.suppress(Exception):
+        km.cleanup_resources()
+
+
+def _attempt_notebook(prepared: NotebookNode, skip: set[int]) -> NotebookNode:
+    """A private copy of the prepared notebook with the cells that killed a kernel skipped."""
+    nb: NotebookNode = nbformat.from_dict(json.loads(json.dumps(prepared)))
+    for index in skip:
+        tags = nb.cells[index].metadata.setdefault("tags", [])
+        if SKIP_TAG not in tags:
+            tags.append(SKIP_TAG)
+    return nb
+
+
+def _attempt(
+    nb: NotebookNode,
+    tracker: _CellTracker,
+    km: KernelManager,
+    workdir: Path,
+    env: dict[str, str] | None,
+    max_output: int,
+    nonce: str,
+) -> _Outcome:
+    """One run of the notebook in one fresh kernel, every wait bounded."""
+    client = _client(nb, km, tracker, workdir, nonce)
+    client.max_output_bytes = max(0, max_output)
+    frames = FrameGuard()
+    cap_clients(km, frames)  # before any message is decoded
+    outcome = _Outcome()
+    with _Watchdog(km, tracker) as watchdog:
         try:
             # cleanup_kc: nbclient keeps the client of a manager it was given; ours must
             # close its sockets whatever happened to the kernel.
             client.execute(env=env, cwd=str(workdir), cleanup_kc=True)
         except DeadKernelError:
-            self.died = True
+            outcome.died = True
         except Exception as exc:  # a kernel that never started, a broken channel, ...
-            self.died = True
-            self.error = f"execution stopped: {type(exc).__name__}: {exc}"
-        finally:
-            stop.set()
-            timer.join(timeout=5)
-            kc = getattr(client, "kc", None)
-            if kc is not None:  # nbclient stopped before its own clean-up
-                with contextlib.suppress(Exception):
-                    kc.stop_channels()
-            with contextlib.suppress(Exception):
-                if km.has_kernel:
-                    km.shutdown_kernel(now=True)
-            with contextlib.suppress(Exception):
-                km.cleanup_resources()
-        self.output_bytes = client.output_bytes
-        self.truncated = client.truncated or bool(frames.dropped)
-        self.report.log += frames.dropped
+            outcome.died = True
+            outcome.error = f"execution stopped: {type(exc).__name__}: {exc}"
+    _close(client, km)
+    outcome.watchdog_fired = watchdog.fired
+    outcome.output_bytes = client.output_bytes
+    outcome.truncated = client.truncated or bool(frames.dropped)
+    outcome.dropped = list(frames.dropped)
+    return outcome
+
+
+def _collect_answers(nb: NotebookNode, nonce: str, answers: dict[str, Any]) -> None:
+    """Answers from the grader's own snapshot and extraction cells only."""
+    for cell in nb.cells:
+        if cell_kind(cell) not in ("snapshot", "extract"):
+            continue
+        for payload in _payloads(cell, nonce):
+            got = payload.get("answers")
+            for part in ("values", "models"):
+                found = got.get(part) if isinstance(got, dict) else None
+                if isinstance(found, dict):
+                    answers[part].update({k: bounded(v) for k, v in found.items()})
 
 
 def run_notebook(
@@ -481,11 +577,17 @@ def run_notebook(
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
 ) -> ExecutionReport:
-    """Execute `nb` in fresh kernels until it completes, with every wait bounded."""
+    """Execute `nb` in fresh kernels until it completes, with every wait bounded.
+
+    `notebook_timeout` bounds the whole run, the grader's own cells included: student cells
+    start only before the budget minus a reserve kept for extraction."""
     started = time.monotonic()
     budget = float(notebook_timeout or grading.notebook_timeout)
-    per_cell = float(cell_timeout or grading.cell_timeout)
-    deadline = started + budget
+    clock = _Clock(
+        deadline=started + budget - grader_reserve(budget),
+        end=started + budget,
+        per_cell=float(cell_timeout or grading.cell_timeout),
+    )
     nonce = secrets.token_hex(16)
     factory = kernel_factory or default_kernel_factory(grading.kernel_name)
     prepared = prepare(
@@ -503,29 +605,26 @@ def run_notebook(
     output_so_far = 0
 
     for attempt in range(MAX_RESTARTS + 1):
-        run = _Attempt(prepared, killers, deadline, per_cell, report, nonce)
-        run.execute(factory(workdir), workdir, env, limits.max_output_mb * 2**20 - output_so_far)
-        output_so_far += run.output_bytes
-        report.output_truncated = report.output_truncated or run.truncated
-        for cell in run.nb.cells:
-            if cell_kind(cell) not in ("snapshot", "extract"):
-                continue  # answers come from the grader's own cells only
-            for payload in _payloads(cell, nonce):
-                got = payload.get("answers")
-                for part in ("values", "models"):
-                    found = got.get(part) if isinstance(got, dict) else None
-                    if isinstance(found, dict):
-                        answers[part].update({k: bounded(v) for k, v in found.items()})
-        index = run.current_index
-        if run.died and run.timed_out_index >= 0:
-            index = run.timed_out_index  # the cell that ignored its interrupt, not the next
-        left = deadline - time.monotonic()
-        restart = run.died and index >= 0 and attempt < MAX_RESTARTS and left >= MIN_RESTART_BUDGET
-        if run.died:
-            reason = "was killed by the grader's watchdog" if run.watchdog_fired else "died"
+        run_nb = _attempt_notebook(prepared, killers)
+        tracker = _CellTracker(run_nb, clock, report)
+        max_output = limits.max_output_mb * 2**20 - output_so_far
+        outcome = _attempt(run_nb, tracker, factory(workdir), workdir, env, max_output, nonce)
+        report.kernel_seconds += tracker.kernel_seconds()
+        output_so_far += outcome.output_bytes
+        report.output_truncated = report.output_truncated or outcome.truncated
+        _collect_answers(run_nb, nonce, answers)
+        index = tracker.current_index
+        if outcome.died and tracker.timed_out_index >= 0:
+            index = tracker.timed_out_index  # the cell that ignored its interrupt, not the next
+        left = clock.deadline - time.monotonic()
+        restart = (
+            outcome.died and index >= 0 and attempt < MAX_RESTARTS and left >= MIN_RESTART_BUDGET
+        )
+        if outcome.died:
+            reason = "was killed by the grader's watchdog" if outcome.watchdog_fired else "died"
             if index >= 0:
-                run.cells[index].status = "died"
-                run.cells[index].error = f"the kernel {reason} while running this cell"
+                tracker.cells[index].status = "died"
+                tracker.cells[index].error = f"the kernel {reason} while running this cell"
                 killers.add(index)
             if restart:
                 then = "restarting without that cell"
@@ -535,12 +634,13 @@ def run_notebook(
                 then = f"not restarted: {MAX_RESTARTS} restarts already"
             else:
                 then = f"not restarted: only {max(0, int(left))} s of the notebook's time left"
-            where = cell_label(run.nb.cells[index], index) if index >= 0 else "no cell"
+            where = cell_label(run_nb.cells[index], index) if index >= 0 else "no cell"
             report.log.append(f"attempt {attempt + 1}: the kernel {reason} in {where} ({then})")
-        if run.error:
-            report.log.append(run.error)
-        report.notebook = run.nb
-        report.cells = run.cells
+        report.log += outcome.dropped
+        if outcome.error:
+            report.log.append(outcome.error)
+        report.notebook = run_nb
+        report.cells = tracker.cells
         if not restart:
             break
         report.restarts += 1

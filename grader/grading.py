@@ -6,12 +6,15 @@ SubmissionResult, so a batch never stops because of one submission.
 
 from __future__ import annotations
 
-import shutil
+import base64
+import concurrent.futures as cf
+import hashlib
+import json
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -26,17 +29,19 @@ from .cells import ANSWER, cell_label, cell_role
 from .checking import (
     Answer,
     CheckContext,
+    cached_json,
     decode,
     find_definition_source,
     load_module,
     parse_cell,
     run_check,
 )
-from .clean import make_runner
+from .clean import Runner, RunOutput, make_runner
 from .data import default_cache_dir, resolve_dataset, stage_dataset
 from .errors import GraderError, SubmissionError
 from .execute import ExecutionReport, KernelFactory, kernel_env, run_notebook
 from .executed import curve_variables, keep_executed, shown_answers, training_curve
+from .kernels import KernelSlot, Spare
 from .results import QuestionResult, SubmissionResult
 from .scoring import manual_pending, score_question, ungradable
 from .spec import AssignmentSpec, Question, SandboxLimits
@@ -62,15 +67,115 @@ class Session:
     notebook_timeout: float | None = None
     context: CheckContext | None = None
     sandbox_warning: str | None = None
+    ends_at: float = float("inf")  # the current submission's budget ends (time.monotonic)
+    reference_mark: float = 0.0  # the context's reference_seconds when this submission began
+    spare: Spare | None = None  # the next submission's kernel, started ahead (batch workers)
+    _checker: cf.ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    def start_kernels_ahead(self) -> None:
+        """From now on, start each next submission's kernel while this one is checked."""
+        if self.spare is None and self.kernel_factory is not None:
+            self.spare = Spare(self.new_workdir, self.kernel_factory, self.spec.grading)
+            self.spare.prepare()
+
+    def close(self) -> None:
+        if self.spare is not None:
+            self.spare.close()
+        if self._checker is not None:
+            self._checker.shutdown(wait=True)
+
+    def checker(self) -> cf.ThreadPoolExecutor:
+        """One long-lived thread for checks that run while the notebook executes (a thread
+        that ended would take the sandboxed processes it started with it)."""
+        if self._checker is None:
+            self._checker = cf.ThreadPoolExecutor(1, thread_name_prefix="grader-check")
+        return self._checker
+
+    def new_workdir(self) -> Path:
+        """A fresh working folder with the data set staged where the notebook reads it."""
+        workdir = Path(tempfile.mkdtemp(prefix="grader-nb-", dir=self.tmp_root))
+        dataset = self.spec.dataset
+        if self.dataset_path is not None and dataset and dataset.stage_as:
+            stage_dataset(self.dataset_path, workdir, dataset.stage_as)
+        return workdir
+
+    def take_slot(self) -> KernelSlot:
+        return self.spare.take() if self.spare is not None else KernelSlot(self.new_workdir())
+
+    def budget(self) -> float:
+        """One wall-clock budget per submission: execution, grader cells and checks."""
+        return float(self.notebook_timeout or self.spec.grading.notebook_timeout)
 
     def ctx(self) -> CheckContext:
         if self.context is None:
             runner = None
             if self.sandbox_factory is not None:
                 stage = self.spec.dataset.stage_as if self.spec.dataset else None
-                runner = make_runner(self.sandbox_factory, self.dataset_path, stage, self.tmp_root)
+                runner = self._shared(
+                    self._within_budget(
+                        make_runner(self.sandbox_factory, self.dataset_path, stage, self.tmp_root)
+                    )
+                )
             self.context = CheckContext(self.spec, self.dataset_path, self.cache_dir, runner)
         return self.context
+
+    def _within_budget(self, run: Runner) -> Runner:
+        """A clean-process run gets what is left of the submission's budget, at least the
+        part kept for checks, never more than it asked for. Time the batch spent on
+        reference results (shared by every student) is not the student's."""
+
+        def bounded(body: bytes, timeout: float) -> RunOutput:
+            reference = self.ctx().reference_seconds - self.reference_mark
+            left = self.ends_at + reference - time.monotonic()
+            return run(body, min(timeout, max(left, self.check_reserve())))
+
+        return bounded
+
+    def check_reserve(self) -> float:
+        """The part of a submission's budget kept for its checks after the notebook ran."""
+        return check_reserve(self.budget())
+
+    def _shared(self, run: Runner) -> Runner:
+        """A clean-process run computed once per distinct request (the student's source and
+        what the check asks of it), shared through the reference cache by every worker and
+        batch. Only a run that ended cleanly is kept: a timeout or a crash is never reused."""
+
+        def shared(body: bytes, timeout: float) -> RunOutput:
+            ctx = self.ctx()
+            setting = json.dumps([asdict(self.limits), self.sandbox_warning], default=str)
+            digest = hashlib.sha256(body + b"\0" + setting.encode()).hexdigest()
+            key = {"data": ctx.data_hash, "input": digest, **ctx.code_key}
+            path = self.cache_dir / self.spec.id / f"clean-run-{digest[:32]}.json"
+
+            def compute() -> dict[str, str]:
+                output = run(body, timeout)
+                if output.ended is not None or len(output.stdout) > MAX_SHARED_OUTPUT:
+                    raise _Uncacheable(output)
+                stdout = base64.b64encode(output.stdout).decode()
+                return {"stdout": stdout, "stderr_tail": output.stderr_tail}
+
+            try:
+                stored = cached_json(path, key, compute)
+            except _Uncacheable as failed:
+                return failed.output
+            return RunOutput(base64.b64decode(stored["stdout"]), stored["stderr_tail"], None)
+
+        return shared
+
+
+MAX_SHARED_OUTPUT = 8 * 2**20  # larger clean-process outputs are not kept in the cache
+
+
+class _Uncacheable(Exception):
+    def __init__(self, output: RunOutput) -> None:
+        super().__init__("a run that did not end cleanly")
+        self.output = output
+
+
+def check_reserve(budget: float) -> float:
+    """The part of a submission's budget kept for the checks after the notebook ran (a
+    class check starts with the run and has the whole budget)."""
+    return min(60.0, budget / 6)
 
 
 def open_session(
@@ -236,6 +341,28 @@ def given_cell_failures(report: ExecutionReport, result: SubmissionResult) -> No
             )
 
 
+def _start_source_checks(
+    session: Session, asm: Assembly
+) -> dict[str, cf.Future[tuple[QuestionResult, float]]]:
+    """Questions answered by the notebook's source alone (a class or a function, re-run in
+    the clean sandboxed process) are checked while the notebook runs: their answer does not depend
+    on the run, and the two use separate processes."""
+    if session.checks is None:
+        return {}
+    answers = _answers(session, None, asm)
+
+    def timed(q: Question, answer: Answer) -> tuple[QuestionResult, float]:
+        started = time.monotonic()
+        checked = grade_question(session, q, answer, None)
+        return checked, round(time.monotonic() - started, 3)
+
+    return {
+        q.id: session.checker().submit(timed, q, answers[q.id])
+        for q in session.spec.auto_questions
+        if q.kind in ("class", "function") and answers[q.id].present
+    }
+
+
 def grade_bytes(
     session: Session,
     raw: bytes,
@@ -268,6 +395,8 @@ def grade_bytes_executed(
     """grade_bytes, and the notebook as executed (None when it was not run)."""
     spec = session.spec
     started = time.monotonic()
+    session.ends_at = started + session.budget()
+    session.reference_mark = session.context.reference_seconds if session.context else 0.0
     result = SubmissionResult(
         student=student,
         file=file,
@@ -298,11 +427,12 @@ def grade_bytes_executed(
     result.changed_cells = asm.changed
     result.warnings += asm.warnings
     result.manual_answers = asm.manual_answers
-    workdir = Path(tempfile.mkdtemp(prefix="grader-nb-", dir=session.tmp_root))
     report: ExecutionReport | None = None
+    slot: KernelSlot | None = None
+    early = _start_source_checks(session, asm)
     try:
-        if session.dataset_path is not None and spec.dataset and spec.dataset.stage_as:
-            stage_dataset(session.dataset_path, workdir, spec.dataset.stage_as)
+        slot = session.take_slot()
+        result.timings["prestart"] = round(slot.seconds, 3)
         models = [q.variable for q in spec.auto_questions if q.kind == "model"]
         values = [q.variable for q in spec.auto_questions if q.kind == "value"]
         values += curve_variables(spec)
@@ -311,24 +441,25 @@ def grade_bytes_executed(
             warnings.simplefilter("always")
             report = run_notebook(
                 asm.notebook,
-                workdir=workdir,
+                workdir=slot.workdir,
                 grading=spec.grading,
                 limits=session.limits,
                 values=values,
                 models=models,
                 answer_variables=variables,
-                kernel_factory=session.kernel_factory,
-                env=kernel_env(spec.grading, workdir),
+                kernel_factory=(
+                    slot.factory(session.kernel_factory) if session.kernel_factory else None
+                ),
+                env=kernel_env(spec.grading, slot.workdir),
                 cell_timeout=session.cell_timeout,
-                # the time spent matching cells counts against the notebook's budget
+                # the budget started before the cells were matched: that time counts too
                 notebook_timeout=max(
-                    1.0,
-                    float(session.notebook_timeout or spec.grading.notebook_timeout)
-                    - asm.seconds,
+                    1.0, session.ends_at - time.monotonic() - check_reserve(session.budget())
                 ),
             )
         result.log += [f"{w.category.__name__}: {w.message}" for w in caught]
         result.timings["execute"] = report.seconds
+        result.timings.update(report.stage_seconds())
         result.log += report.log
         for cell in report.failed_cells():
             if cell.kind in ("setup", "inject", "snapshot", "extract"):
@@ -343,17 +474,28 @@ def grade_bytes_executed(
         result.log.append(f"execution failed: {exc}")
         result.warnings.append(f"the notebook could not be executed: {exc.message}")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if slot is not None:
+            slot.discard()
+        if session.spare is not None:
+            session.spare.prepare()  # the next kernel starts while these answers are checked
     check_started = time.monotonic()
     answers = _answers(session, report, asm)
     for q in spec.questions:
         if not q.auto:
             result.questions.append(manual_pending(q.id, q.points))
             continue
+        if q.id in early:
+            checked, seconds = early[q.id].result()
+            if report is not None:
+                result.questions.append(checked)
+                result.timings[f"check:{q.id}"] = seconds
+                continue
         if report is None:
             result.questions.append(ungradable(q.id, q.points, "the notebook was not executed"))
             continue
+        question_started = time.monotonic()
         result.questions.append(grade_question(session, q, answers[q.id], report))
+        result.timings[f"check:{q.id}"] = round(time.monotonic() - question_started, 3)
     result.timings["checks"] = round(time.monotonic() - check_started, 3)
     result.timings["total"] = round(time.monotonic() - started, 3)
     if report is not None:
@@ -370,14 +512,3 @@ def grade_bytes_executed(
     }
     return result, keep_executed(report.notebook, extras)
 
-
-def grade_path(session: Session, path: Path, student: str | None = None) -> SubmissionResult:
-    """Grade one notebook file (a convenience over grade_bytes)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SubmissionError(f"cannot read {path}: {exc.strerror}") from None
-    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
-    return grade_bytes(
-        session, raw, student=student or path.stem, file=path.name, submitted_at=mtime
-    )

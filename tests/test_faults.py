@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def session(spec, grading_cache):
-    return open_session(spec, cache_dir=grading_cache, cell_timeout=15, notebook_timeout=45)
+    return open_session(spec, cache_dir=grading_cache, cell_timeout=15, notebook_timeout=60)
 
 
 def _with_fault(code: str, *, before_parameters: bool = False) -> bytes:

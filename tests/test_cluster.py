@@ -1,0 +1,121 @@
+"""Batch grading on a real Dask cluster: a scheduler and two workers started here, on
+127.0.0.1, one of them killed during the batch. Scores must equal the local run's."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader.batch import BatchOptions, grade_batch
+from grader.cluster import Bundle
+from grader.errors import UsageError
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+NOTEBOOKS = ["solution", "first_nine_off_by_one", "model3_wrong_width", "experiments_wrong_direction"]
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    handle = log.open("wb")
+    try:
+        return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        handle.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = {
+        "scheduler": _start(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            tmp_path / "scheduler.log",
+        )
+    }
+    for name in ("worker-a", "worker-b"):
+        procs[name] = _start(
+            [DASK, "worker", address, "--name", name, "--nthreads", "1", "--no-nanny",
+             "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0"],
+            tmp_path / f"{name}.log",
+        )
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address, procs
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+
+
+@pytest.mark.slow
+def test_batch_on_dask_survives_a_killed_worker(spec, grading_cache, tmp_path, cluster):
+    address, procs = cluster
+    class_dir = tmp_path / "class"
+    class_dir.mkdir()
+    for name in NOTEBOOKS:
+        shutil.copy(CORPUS / "notebooks" / f"{name}.ipynb", class_dir / f"{name}.ipynb")
+    seen = []
+
+    def on_result(result):
+        seen.append(result.student)
+        if len(seen) == 1:  # both workers hold a task now: kill one of them mid-task
+            _stop(procs["worker-a"])
+
+    batch = grade_batch(
+        spec,
+        [class_dir],
+        tmp_path / "out",
+        BatchOptions(scheduler=address, cache_dir=grading_cache, progress=False),
+        on_result=on_result,
+    )
+    expected = json.loads((CORPUS / "expected.json").read_text())
+    got = {
+        r.student: {q.id: q.points for q in r.questions if q.id in expected[r.student]}
+        for r in batch.results
+    }
+    assert got == {name: expected[name] for name in NOTEBOOKS}
+    assert sorted(seen) == sorted(NOTEBOOKS)  # each recorded once, none lost
+    assert batch.graded == len(NOTEBOOKS) and batch.failed == 0
+    assert procs["worker-a"].poll() is not None
+    assert any("graded on worker worker-b" in line for r in batch.results for line in r.log)
+    csv = (tmp_path / "out" / "grades.csv").read_text()
+    assert all(name in csv for name in NOTEBOOKS)
+
+
+def test_bundle_carries_the_hidden_folder(spec, tmp_path):
+    bundle = Bundle.of(spec)
+    names = {rel for rel, _ in bundle.files}
+    assert {"assignment.toml", "checks.py", "reference.py", "mnist_nn.source.ipynb"} <= names
+    root = bundle.unpack(tmp_path)
+    assert (root / "checks.py").read_bytes() == spec.checks_path.read_bytes()
+    assert Bundle.of(spec).digest == bundle.digest
+
+
+def test_bad_scheduler_is_a_usage_error(spec, tmp_path):
+    notebook = tmp_path / "a.ipynb"
+    shutil.copy(CORPUS / "notebooks" / "solution.ipynb", notebook)
+    for bad in ("local:x", "nowhere"):
+        with pytest.raises(UsageError):
+            grade_batch(spec, [notebook], tmp_path / "out", BatchOptions(scheduler=bad, progress=False))
