@@ -14,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .checking import load_module
+from .cputime import CELL_TIMES, CellLimits
 from .data import resolve_dataset
 from .errors import SpecError
+from .execute import ExecutionReport
 from .fileio import atomic_write_json
 from .spec import AssignmentSpec
 
@@ -35,6 +37,19 @@ def calibrate(spec: AssignmentSpec, dataset: Path | None = None) -> Path:
     return spec.calibration_path
 
 
+def write_cell_times(spec: AssignmentSpec, report: ExecutionReport) -> Path:
+    """The solution's CPU seconds per cell under the grading parameters: the base of each
+    cell's CPU-time limit (see grader/cputime.py)."""
+    cells = {
+        c.cell_id: c.cpu_seconds
+        for c in report.cells
+        if c.cell_id and c.status == "ok" and c.kind in ("student", "given", "parameters")
+    }
+    path = spec.root / CELL_TIMES
+    atomic_write_json(path, {"cells": cells, "total": round(sum(cells.values()), 3)})
+    return path
+
+
 def cache_entries(cache_dir: Path, spec: AssignmentSpec) -> set[str]:
     folder = cache_dir / spec.id
     return {p.name for p in folder.glob("*.json")} if folder.is_dir() else set()
@@ -48,16 +63,21 @@ def warm_cache(
     dataset: Path | None = None,
     sandbox: bool = True,
     progress: Callable[[str], None] = print,
+    cell_times: bool = False,
 ) -> int:
-    """Compute the reference results grading will need; returns how many were added."""
+    """Compute the reference results grading will need; returns how many were added.
+    With `cell_times`, also write the solution's CPU seconds per cell beside the spec."""
     from .grading import grade_bytes, open_session
 
     session = open_session(spec, cache_dir=cache_dir, dataset=dataset, sandbox=sandbox)
+    session.cell_cpu = CellLimits(idle_window=None)  # the reference runs unlimited
     before = cache_entries(session.cache_dir, spec)
     sources = [(spec.source_path, "solution"), *((p, p.stem) for p in notebooks or [])]
     for path, student in sources:
         progress(f"reference results for {path.name}")
         grade_bytes(session, path.read_bytes(), student=student, file=path.name)
+        if cell_times and student == "solution" and session.last_report is not None:
+            write_cell_times(spec, session.last_report)
     hook = getattr(session.checks, "warm_cache", None)
     if callable(hook):
         progress("reference results from the checks' warm_cache()")

@@ -264,6 +264,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         dataset=dataset,
         sandbox=not args.no_sandbox,
         progress=lambda message: print(message, flush=True),
+        cell_times=True,
     )
     return 0
 

@@ -36,6 +36,7 @@ from nbformat import NotebookNode
 
 from . import selfcheck
 from .cells import ANSWER, GIVEN, PARAMETERS, SELFCHECK, cell_label, cell_role
+from .cputime import IDLE_CPU, CellLimits, tree_cpu_seconds
 from .payload import FrameGuard, bounded, cap_clients
 from .sandbox import ASYNC_CLIENT
 from .spec import GradingSpec, SandboxLimits
@@ -61,6 +62,7 @@ class CellReport:
     status: str  # ok | error | timeout | skipped | died | not-run
     error: str = ""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the kernel's (and its children's) CPU time in this cell
 
 
 @dataclass
@@ -334,6 +336,7 @@ class _Clock:
     deadline: float
     end: float
     per_cell: float
+    cpu: CellLimits = field(default_factory=CellLimits)
 
     def timeout_for(self, kind: str) -> int:
         now = time.monotonic()
@@ -360,6 +363,12 @@ class _CellTracker:
         self.current_limit = float("inf")  # a cell's timeout plus the grace for its interrupt
         self.timed_out_index = -1
         self.stuck_limit = float("inf")  # the timed-out cell must have let go by then
+        self.cpu_reader: Callable[[], float | None] = lambda: None
+        self.cpu_start: float | None = None
+        self.cpu_limit: float | None = None  # CPU seconds the current cell may use
+        self.cpu_stopped = -1  # the cell interrupted for its CPU time or for idling
+        self.cpu_reason = ""
+        self.idle_mark: tuple[float, float] | None = None  # (wall, cpu) when last busy
 
     def on_start(self, cell: NotebookNode, cell_index: int, **_: Any) -> None:
         if self.first_cell_at is None:
@@ -374,16 +383,49 @@ class _CellTracker:
             self.cells[cell_index].status = "skipped"
 
     def on_execute(self, cell: NotebookNode, cell_index: int, **_: Any) -> None:
+        self.cpu_start = self.cpu_reader()
+        self.cpu_limit = None
+        if cell_kind(cell) not in GRADER_KINDS and cell_kind(cell) != "inject":
+            self.cpu_limit = self.clock.cpu.for_cell(str(cell.get("id", "")))
         self.current_index = cell_index
         self.current_start = time.monotonic()
+        self.idle_mark = (self.current_start, self.cpu_start or 0.0)
         limit = self.current_start + self.timeout_for(cell) + INTERRUPT_GRACE
         self.current_limit = min(limit, self.clock.end + INTERRUPT_GRACE / 4)
+
+    def over_cpu(self, now: float) -> str:
+        """Why the current cell must be interrupted now ("" if it may go on): it used
+        more CPU time than its limit, or it has waited a while without computing."""
+        if self.current_index < 0 or self.cpu_stopped == self.current_index:
+            return ""
+        used = self.cpu_reader()
+        if used is None or self.cpu_start is None:
+            return ""
+        if self.cpu_limit is not None and used - self.cpu_start > self.cpu_limit:
+            return f"the cell used more than its CPU time limit ({self.cpu_limit:.0f} s)"
+        window = self.clock.cpu.idle_window
+        if window is not None and self.idle_mark is not None:
+            since, cpu_then = self.idle_mark
+            if used - cpu_then >= IDLE_CPU:
+                self.idle_mark = (now, used)
+            elif now - since > window:
+                return f"the cell waited {window:.0f} s without computing"
+        return ""
+
+    def stop_for_cpu(self, reason: str, now: float) -> None:
+        """The watchdog interrupted the current cell: it gets the grace to let go."""
+        self.cpu_stopped = self.current_index
+        self.cpu_reason = reason
+        self.current_limit = min(self.current_limit, now + INTERRUPT_GRACE)
 
     def on_executed(
         self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any], **_: Any
     ) -> None:
         rec = self.cells[cell_index]
         rec.seconds = round(time.monotonic() - self.current_start, 3)
+        used = self.cpu_reader()
+        if used is not None and self.cpu_start is not None:
+            rec.cpu_seconds = round(used - self.cpu_start, 3)
         content = execute_reply.get("content", {})
         # nbclient's own reply for a timeout has no header; a kernel's always has one, so a
         # student's exception that calls itself CellTimeoutError is just an error
@@ -394,6 +436,9 @@ class _CellTracker:
             rec.error = f"{ename}: {content.get('evalue', '')}"[:500]
         else:
             rec.status = "ok"
+        if self.cpu_stopped == cell_index:
+            rec.status = "timeout"
+            rec.error = f"CellTimeoutError: {self.cpu_reason} and was interrupted"
         if rec.status == "timeout":
             # nbclient interrupted the kernel and moves on; until a later cell replies, the
             # kernel may still be stuck in this one (a loop that catches KeyboardInterrupt)
@@ -439,12 +484,18 @@ class _Watchdog:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.25):
-            if self.tracker.stuck(time.monotonic()):
+            now = time.monotonic()
+            if self.tracker.stuck(now):
                 self.fired = True
                 pid = _kernel_pid(self.km)
                 if pid:
                     _kill(pid)
                 return
+            reason = self.tracker.over_cpu(now)
+            if reason:
+                self.tracker.stop_for_cpu(reason, now)
+                with contextlib.suppress(Exception):
+                    self.km.interrupt_kernel()
 
     def __enter__(self) -> _Watchdog:
         self._thread.start()
@@ -528,6 +579,7 @@ def _attempt(
     """One run of the notebook in one fresh kernel, every wait bounded."""
     client = _client(nb, km, tracker, workdir, nonce)
     client.max_output_bytes = max(0, max_output)
+    tracker.cpu_reader = lambda: tree_cpu_seconds(_kernel_pid(km))
     frames = FrameGuard()
     cap_clients(km, frames)  # before any message is decoded
     outcome = _Outcome()
@@ -576,6 +628,7 @@ def run_notebook(
     env: dict[str, str] | None = None,
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
+    cell_cpu: CellLimits | None = None,
 ) -> ExecutionReport:
     """Execute `nb` in fresh kernels until it completes, with every wait bounded.
 
@@ -587,6 +640,7 @@ def run_notebook(
         deadline=started + budget - grader_reserve(budget),
         end=started + budget,
         per_cell=float(cell_timeout or grading.cell_timeout),
+        cpu=cell_cpu or CellLimits(idle_window=None),
     )
     nonce = secrets.token_hex(16)
     factory = kernel_factory or default_kernel_factory(grading.kernel_name)

@@ -37,6 +37,7 @@ from .checking import (
     run_check,
 )
 from .clean import Runner, RunOutput, make_runner
+from .cputime import CellLimits, cell_limits, load_cell_times
 from .data import default_cache_dir, resolve_dataset, stage_dataset
 from .errors import GraderError, SubmissionError
 from .execute import ExecutionReport, KernelFactory, kernel_env, run_notebook
@@ -71,6 +72,8 @@ class Session:
     reference_mark: float = 0.0  # the context's reference_seconds when this submission began
     spare: Spare | None = None  # the next submission's kernel, started ahead (batch workers)
     _checker: cf.ThreadPoolExecutor | None = field(default=None, repr=False)
+    cell_cpu: CellLimits = field(default_factory=CellLimits)  # per-cell CPU-time limits
+    last_report: ExecutionReport | None = None  # the last run (grader calibrate reads it)
 
     def start_kernels_ahead(self) -> None:
         """From now on, start each next submission's kernel while this one is checked."""
@@ -234,7 +237,17 @@ def open_session(
         cell_timeout=cell_timeout,
         notebook_timeout=notebook_timeout,
         sandbox_warning=warning,
+        cell_cpu=_cell_cpu(spec),
     )
+
+
+def _cell_cpu(spec: AssignmentSpec) -> CellLimits:
+    """Per-cell CPU-time limits from the reference's cell times (idle cells are stopped
+    whether or not those were measured)."""
+    times = load_cell_times(spec.root)
+    if not times:
+        return CellLimits()
+    return cell_limits(times, spec.grading.cell_cpu_factor, spec.grading.cell_cpu_margin)
 
 
 def _context_sources(template: NotebookNode, q: Question) -> list[str]:
@@ -452,12 +465,14 @@ def grade_bytes_executed(
                 ),
                 env=kernel_env(spec.grading, slot.workdir),
                 cell_timeout=session.cell_timeout,
+                cell_cpu=session.cell_cpu,
                 # the budget started before the cells were matched: that time counts too
                 notebook_timeout=max(
                     1.0, session.ends_at - time.monotonic() - check_reserve(session.budget())
                 ),
             )
         result.log += [f"{w.category.__name__}: {w.message}" for w in caught]
+        session.last_report = report
         result.timings["execute"] = report.seconds
         result.timings.update(report.stage_seconds())
         result.log += report.log

@@ -58,6 +58,9 @@ class GradingSpec:
     cell_timeout: int = 300
     notebook_timeout: int = 1200
     kernel_name: str = "python3"
+    # a cell's CPU-time limit: factor * the reference's own time for it + margin (seconds)
+    cell_cpu_factor: float = 4.0
+    cell_cpu_margin: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -127,3 +127,46 @@ def test_same_verdicts_while_the_machine_is_busy(spec, grading_cache):
         for burner in burners:
             burner.kill()
             burner.wait()
+
+
+@pytest.mark.parametrize(
+    ("times", "factor", "margin", "cell", "expected"),
+    [
+        ({"a": 1.0, "b": 5.0}, 4.0, 10.0, "a", 14.0),
+        ({"a": 1.0, "b": 5.0}, 4.0, 10.0, "b", 30.0),
+        ({"a": 1.0, "b": 5.0}, 4.0, 10.0, "added-by-student", 30.0),  # the largest
+        ({"a": -1.0}, 2.0, 3.0, "a", 3.0),  # a clock's glitch is no negative limit
+        ({}, 4.0, 10.0, "a", None),  # not measured: no CPU limit
+    ],
+)
+def test_cell_cpu_limits(times, factor, margin, cell, expected):
+    from grader.cputime import cell_limits
+
+    assert cell_limits(times, factor, margin).for_cell(cell) == expected
+
+
+@pytest.mark.slow
+def test_stuck_cells_are_stopped_by_cpu_time_and_idleness(repo_root, tmp_path, grading_cache):
+    """A busy loop in an answer cell stops after its CPU-time limit (from the reference's
+    time for that cell), a sleeping loop after the idle window: not after the 600 s wall
+    limit; everything answered still counts."""
+    from grader.cells import ANSWER, cell_role
+    from grader.cputime import CELL_TIMES
+
+    spec = _copy_assignment(repo_root, tmp_path)
+    nb = nbformat.reads((CORPUS / "notebooks" / "solution.ipynb").read_text(), 4)
+    answer = next(
+        c for c in nb.cells
+        if cell_role(c).role == ANSWER and cell_role(c).question == "first_nine_index"
+    )
+    times = json.loads((spec.root / CELL_TIMES).read_text())  # as `grader calibrate` wrote it
+    times["cells"][answer.id] = 0.05
+    (spec.root / CELL_TIMES).write_text(json.dumps(times))
+    answer.source += "\nwhile True:\n    pass"
+    nb.cells.insert(len(nb.cells) - 1, nbformat.v4.new_code_cell("import time\nwhile True:\n    time.sleep(1)"))
+    session = open_session(load_spec(spec.root), cache_dir=grading_cache, cell_timeout=600)
+    result = grade_bytes(session, notebook_text(nb).encode(), student="stuck", file="stuck.ipynb")
+    said = " ".join(result.log)
+    assert "CPU time limit (10 s)" in said and "waited 30 s without computing" in said, said
+    expected = json.loads((CORPUS / "expected.json").read_text())["solution"]
+    assert {q.id: q.points for q in result.questions if q.id in expected} == expected
