@@ -290,6 +290,24 @@ def _kernel_pid(km: KernelManager) -> int | None:
     return int(pid) if pid else None
 
 
+def _interrupt(km: KernelManager) -> None:
+    """Interrupt the kernel from the watchdog's thread without jupyter_client's sync
+    wrappers (each would leave an event loop behind in this thread): a control message for
+    a kernel that takes one (the sandbox's), else SIGINT to its process group."""
+    manager: Any = km
+    with contextlib.suppress(Exception):
+        spec = manager.kernel_spec
+        if spec is not None and spec.interrupt_mode == "message":
+            manager._connect_control_socket()  # made when the kernel started
+            manager.session.send(
+                manager._control_socket, manager.session.msg("interrupt_request", content={})
+            )
+            return
+        pid = _kernel_pid(km)
+        if pid:
+            os.killpg(pid, signal.SIGINT)
+
+
 def _kill(pid: int) -> None:
     for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
         with contextlib.suppress(OSError):
@@ -494,8 +512,7 @@ class _Watchdog:
             reason = self.tracker.over_cpu(now)
             if reason:
                 self.tracker.stop_for_cpu(reason, now)
-                with contextlib.suppress(Exception):
-                    self.km.interrupt_kernel()
+                _interrupt(self.km)
 
     def __enter__(self) -> _Watchdog:
         self._thread.start()
