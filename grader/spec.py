@@ -11,6 +11,7 @@ See docs/authoring.md for every key.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -169,12 +170,15 @@ def _type_problem(annotation: str, value: Any) -> tuple[str | None, Any]:
         ok = isinstance(value, int) and not isinstance(value, bool)
         return (None, value) if ok else ("a whole number", value)
     if kind == "float":
+        if number and not math.isfinite(value):
+            return "a finite number", value
         return (None, float(value)) if number else ("a number", value)
     if kind == "bool":
         return (None, value) if isinstance(value, bool) else ("true or false", value)
     if kind == "dict[str, float]":
         if isinstance(value, dict) and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value.values()
         ):
             return None, {str(k): float(v) for k, v in value.items()}
         return "a table of numbers", value
@@ -185,6 +189,24 @@ def _type_problem(annotation: str, value: Any) -> tuple[str | None, Any]:
             return None, tuple(value)
         return "a list of strings", value
     return None, value
+
+
+# Limits and timeouts that must be above zero (a negative one reached setrlimit or nbclient,
+# where it failed every run or meant "no limit"); `seed` and `max_output_mb` may be 0.
+POSITIVE = {
+    "GradingSpec": ("threads", "cell_timeout", "notebook_timeout"),
+    "SandboxLimits": ("memory_mb", "cpu_seconds", "max_processes", "max_file_mb", "max_disk_mb", "cpus"),
+}
+NOT_NEGATIVE = {"GradingSpec": ("seed",), "SandboxLimits": ("max_output_mb",)}
+
+
+def _in_range(cls: type, values: dict[str, Any], where: str) -> None:
+    for key in POSITIVE.get(cls.__name__, ()):
+        if key in values and values[key] <= 0:
+            raise SpecError(f"{where}: {key} must be above 0, not {values[key]!r}")
+    for key in NOT_NEGATIVE.get(cls.__name__, ()):
+        if key in values and values[key] < 0:
+            raise SpecError(f"{where}: {key} must be 0 or more, not {values[key]!r}")
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -208,6 +230,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     missing = [name for name in required if name not in values]
     if missing:
         raise SpecError(f"{where}: missing key(s) {', '.join(missing)}")
+    _in_range(cls, values, where)
     return cls(**values)
 
 

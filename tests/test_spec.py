@@ -61,6 +61,16 @@ def write(tmp_path, assignment="", grading="", sandbox="", question="", extra=""
         ("sandbox", 'memory_mb = "4096"', "memory_mb must be a whole number"),
         ("sandbox", 'network = "no"', "network must be true or false"),
         ("assignment", "title = 1", "[assignment] title must be a string"),
+        # TOML has nan and inf; limits below zero reached setrlimit (every run failed)
+        ("question", "points = nan", "points must be a finite number"),
+        ("question", "points = inf", "points must be a finite number"),
+        ("question", "subchecks = { shape = nan }", "subchecks must be a table of numbers"),
+        ("sandbox", "cpus = inf", "cpus must be a finite number"),
+        ("sandbox", "memory_mb = -1", "memory_mb must be above 0"),
+        ("sandbox", "cpus = 0", "cpus must be above 0"),
+        ("sandbox", "max_output_mb = -5", "max_output_mb must be 0 or more"),
+        ("grading", "cell_timeout = -1", "cell_timeout must be above 0"),
+        ("grading", "seed = -3", "seed must be 0 or more"),
     ],
 )
 def test_wrong_types_are_spec_errors(tmp_path, part, text, message):
