@@ -68,7 +68,13 @@ def _limits(args: argparse.Namespace, spec: AssignmentSpec) -> SandboxLimits:
         )
         if getattr(args, name, None) is not None
     }
-    return replace(limits, **overrides) if overrides else limits
+    if not overrides:
+        return limits
+    from .spec import check_ranges
+
+    limits = replace(limits, **overrides)
+    check_ranges(limits, "the sandbox limits given on the command line")
+    return limits
 
 
 def cmd_grade(args: argparse.Namespace) -> int:

@@ -200,6 +200,11 @@ POSITIVE = {
 NOT_NEGATIVE = {"GradingSpec": ("seed",), "SandboxLimits": ("max_output_mb",)}
 
 
+def check_ranges(obj: Any, where: str) -> None:
+    """The same bounds for a spec table changed after loading (command-line overrides)."""
+    _in_range(type(obj), {f.name: getattr(obj, f.name) for f in fields(obj)}, where)
+
+
 def _in_range(cls: type, values: dict[str, Any], where: str) -> None:
     for key in POSITIVE.get(cls.__name__, ()):
         if key in values and values[key] <= 0:

@@ -136,3 +136,16 @@ def test_data_comes_from_the_named_loader(tmp_path, loader, expected):
             ctx.data()
     else:
         assert ctx.data() == expected
+
+
+def test_limits_given_on_the_command_line_are_checked_too(tmp_path):
+    """`--memory-mb -1` reached setrlimit as 2**64 - 1 MiB: no memory limit at all."""
+    import argparse
+
+    from grader.cli import _limits
+
+    spec = load_spec(write(tmp_path))
+    args = argparse.Namespace(memory_mb=-1)
+    with pytest.raises(SpecError, match="memory_mb must be above 0"):
+        _limits(args, spec)
+    assert _limits(argparse.Namespace(memory_mb=512), spec).memory_mb == 512
