@@ -192,7 +192,9 @@ def finish_results(
         if match.unknown:
             report.warnings.append("submissions from students not on the roster: " + ", ".join(match.unknown))
         if match.ambiguous:
-            report.warnings.append("submissions matching several roster students: " + "; ".join(match.ambiguous))
+            report.warnings.append(
+                "not matched one to one with the roster (left as they are): " + "; ".join(match.ambiguous)
+            )
     ext_path = _kept(out, "extensions", files.extensions)
     extensions = read_extensions(ext_path, spec.deadline) if ext_path is not None else {}
     report.warnings += apply_deadline(spec.deadline, results, extensions)

@@ -136,18 +136,22 @@ def apply_roster(
     for s in roster:
         for key in s.keys():
             by_key.setdefault(key, []).append(s)
-    found: set[str] = set()
+    found: dict[str, list[str]] = {}  # roster id -> the submissions matched to it
     out, unknown, ambiguous = [], [], []
     for r in results:
         matches = {s.id: s for key in submission_keys(r) for s in by_key.get(key, [])}
         if len(matches) == 1:
             student = next(iter(matches.values()))
-            found.add(student.id)
+            found.setdefault(student.id, []).append(r.student)
             r.origin = {**r.origin, "roster_id": student.id, "roster_name": student.name}
         elif matches:
             ambiguous.append(f"{r.student} (matches {', '.join(sorted(matches))})")
         else:
             unknown.append(r.student)
         out.append(r)
-    out += [missing_result(spec, s) for s in roster if s.id not in found]
+    ambiguous += [
+        f"{', '.join(names)} (all match {sid})" for sid, names in found.items() if len(names) > 1
+    ]
+    absent = {s.id: s for s in roster if s.id not in found}  # once, if listed twice
+    out += [missing_result(spec, s) for s in absent.values()]
     return RosterMatch(out, unknown, ambiguous)

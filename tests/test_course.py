@@ -153,6 +153,19 @@ def test_every_roster_student_gets_a_row_and_strangers_are_listed(course_spec):
     assert match.unknown == ["ghost"]
 
 
+def test_two_submissions_of_one_roster_student_are_listed(course_spec):
+    spec = course_spec
+    roster = read_roster(HERE / "roster.csv")
+    # a second notebook under the e-mail's name: both would carry one student's id silently
+    results = [result(spec, "salvarez", 15), result(spec, "salvarez@uni.example", 3)]
+    match = apply_roster(spec, results, roster)
+    assert match.ambiguous == ["salvarez, salvarez@uni.example (all match salvarez)"]
+    # a Canvas export listing one student twice (two sections) gives one `missing` row
+    twice = read_roster(CANVAS) * 2
+    rows = [r.student for r in apply_roster(spec, [], twice).results]
+    assert len(rows) == len(set(rows)) == 6
+
+
 def test_a_canvas_export_is_a_roster_and_matches_by_canvas_id(course_spec):
     roster = read_roster(CANVAS)
     assert [s.name for s in roster] == ["Alvarez, Sofia", "Brown, James", "Chen, Wei", "Okafor, Chidi", 'Zhang, "Max" Wei', "Student, Test"]
