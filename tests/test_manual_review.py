@@ -252,3 +252,33 @@ def test_a_megabyte_answer_and_an_oversized_request(book, spec):
         assert _request(server, "/api/score", b"{" + b" " * 300_000 + b"}")[0] == 413
     finally:
         server.close()
+
+
+def test_a_save_waits_for_a_batch_holding_the_gradebook(book, spec):
+    """A running batch commits results while the page saves: the save waits, then lands."""
+    import sqlite3
+    import time
+
+    path, _ = book
+    data = ReviewData(spec, path)
+    first = data.state()["students"][0]
+    batch = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    batch.execute("BEGIN IMMEDIATE")  # as Gradebook.save holds it while writing a result
+    released = threading.Event()
+
+    def release() -> None:
+        time.sleep(1.0)
+        batch.execute("COMMIT")
+        released.set()
+
+    threading.Thread(target=release).start()
+    saved = data.save(
+        {
+            "student": first["student"],
+            "question": "cost_trend",
+            "answer_hash": first["answers"]["cost_trend"]["hash"],
+            "points": 1,
+        }
+    )
+    assert released.is_set() and saved["points"] == 1
+    batch.close()
