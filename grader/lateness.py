@@ -93,7 +93,9 @@ def _days_late(policy: DeadlinePolicy, submitted: datetime) -> int:
     days = max((local.date() - due.date()).days - 1, 0)
     while _wall_clock_add(due, days) < local:
         days += 1
-    return days
+    # only called past the grace period: at least one day started, even when the wall clock
+    # went back (due at 01:30 on the night DST ends, submitted at the second 01:15)
+    return max(days, 1)
 
 
 def _wall_clock_add(due: datetime, days: int) -> datetime:

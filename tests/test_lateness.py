@@ -63,6 +63,15 @@ CASES = [
         10,
     ),
     (
+        # due in the repeated hour (01:30 EDT); 01:15 EST is 45 real minutes later but earlier
+        # on the wall clock: still one started day
+        "DST fall: late in the repeated hour",
+        {"due": "2026-11-01T01:30:00-04:00", "cutoff": None, "grace_minutes": 0},
+        "2026-11-01T01:15:00-05:00",
+        1,
+        10,
+    ),
+    (
         "DST fall: one minute more",
         {"due": "2026-10-31T23:59", "cutoff": None},
         "2026-11-02T00:00:00-05:00",
