@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .fileio import atomic_write_bytes
-from .results import ERROR, SubmissionResult
+from .results import ERROR, NEEDS_MANUAL, SubmissionResult
 from .roster import CANVAS_NON_STUDENT_ROWS, submission_keys
 
 ID_COLUMNS = ("ID", "SIS User ID", "SIS Login ID")
@@ -87,6 +87,7 @@ class CanvasExport:
     unmatched_results: list[str] = field(default_factory=list)  # a result, no Canvas row
     ambiguous: list[str] = field(default_factory=list)
     not_graded: list[str] = field(default_factory=list)  # matched but an error row: left alone
+    pending: list[str] = field(default_factory=list)  # filled, but manual points still to come
     column: str = ""
 
 
@@ -184,6 +185,8 @@ def fill_gradebook(
         value = _score_text(result.final)
         edits.append((record.spans[column], f'"{value}"' if old.startswith('"') else value))
         report.filled[name] = value
+        if result.status == NEEDS_MANUAL:
+            report.pending.append(f"{name}: {value} so far, {result.pending_points:g} points not scored yet")
     report.unmatched_results = sorted(r.student for r in results if id(r) not in placed)
     out = text
     for (start, end), value in sorted(edits, reverse=True):

@@ -156,6 +156,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             ("graded, not in Canvas", report.unmatched_results),
             ("matching several (left as it was)", report.ambiguous),
             ("not graded (left as it was)", report.not_graded),
+            ("manual grading not finished (filled with the points so far)", report.pending),
         ):
             if names:
                 print(f"{label}: " + "; ".join(one_line(n) for n in names))

@@ -249,6 +249,17 @@ def test_canvas_rows_are_never_guessed(course_spec):
     broken.status = R.ERROR
     filled, report = fill_gradebook(text, [broken], ["884001"])
     assert filled == text and report.not_graded == ["Brown, James: jbrown could not be graded"]
+    # manual points not scored yet: filled with the points so far, and said so
+    waiting = result(course_spec, "jbrown", 10)
+    waiting.questions = [
+        QuestionResult(q.id, R.Q_MANUAL, 0.0, q.points) if not q.auto else q2
+        for q, q2 in zip(course_spec.questions, waiting.questions, strict=True)
+    ]
+    waiting.status = R.NEEDS_MANUAL
+    filled, report = fill_gradebook(text, [waiting], ["884001"])
+    manual = sum(q.points for q in course_spec.manual_questions)
+    assert report.filled == {"Brown, James": "10"}
+    assert report.pending == [f"Brown, James: 10 so far, {manual:g} points not scored yet"]
     # one submission matching two Canvas users (its name part is another James Brown's login)
     twin = text.replace("\r\n\"Chen, Wei\"", '\r\n"Brown, James",10500,S2026099,brownjames,Section A,,,,,,,,,,\r\n"Chen, Wei"')
     filled, report = fill_gradebook(twin, [result(course_spec, "brownjames", 7, lms_id="10244")], ["884001"])
