@@ -57,7 +57,16 @@ def read_submission_times(path: Path) -> dict[tuple[str, str], datetime]:
                 f"{path} line {line}: {row['submitted_at']!r} has no time zone",
                 hint="write times with their offset, e.g. 2026-03-07T23:59:00-05:00",
             )
-        table[(row["student"].casefold(), Path(row.get("file", "")).name)] = when
+        key = (row["student"].casefold(), Path(row.get("file", "")).name)
+        if not key[0]:
+            raise UsageError(f"{path} line {line}: no student named")
+        if key in table and table[key] != when:
+            raise UsageError(
+                f"{path} line {line}: a second time for {row['student']!r}"
+                + (f" and {key[1]!r}" if key[1] else ""),
+                hint="give one time per submission file (the one that was graded)",
+            )
+        table[key] = when
     return table
 
 

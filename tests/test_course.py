@@ -85,6 +85,13 @@ def test_times_come_from_the_csv_then_the_zip_entry_then_the_file(tmp_path):
     times.write_text("student,file,submitted_at\neriksenlars,,2026-03-09T10:00\n")
     with pytest.raises(UsageError, match="no time zone"):
         read_submission_times(times)
+    # two times for one file: which one was graded is not guessed (the last row used to win)
+    times.write_text("student,file,submitted_at\nlee,a.ipynb,2026-03-07T10:00:00-05:00\nLee,a.ipynb,2026-03-09T10:00:00-05:00\n")
+    with pytest.raises(UsageError, match="a second time for 'Lee' and 'a.ipynb'"):
+        read_submission_times(times)
+    times.write_text("student,file,submitted_at\n,a.ipynb,2026-03-07T10:00:00-05:00\n")
+    with pytest.raises(UsageError, match="no student named"):
+        read_submission_times(times)
 
 
 def test_late_penalties_extensions_and_the_mtime_warning(course_spec, tmp_path):
