@@ -13,7 +13,6 @@ The roster and extensions given to `grader grade` are kept in the output folder,
 
 from __future__ import annotations
 
-import csv
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from pathlib import Path
 from .errors import UsageError
 from .lateness import DeadlinePolicy, lateness, parse_time
 from .results import SubmissionResult
-from .roster import MISSING, apply_roster, read_roster, submission_keys
+from .roster import MISSING, apply_roster, csv_rows, read_roster, submission_keys
 from .spec import AssignmentSpec
 
 SOURCE_CSV = "submissions.csv"
@@ -32,16 +31,12 @@ KEPT = {"roster": "roster.csv", "extensions": "extensions.csv"}
 
 
 def _rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from exc
-    reader = csv.DictReader(text.splitlines())
-    columns = {c.strip() for c in reader.fieldnames or []}
+    header, rows = csv_rows(path, "the file")
+    columns = {c.strip() for c in header}
     absent = [c for c in required if c not in columns]
     if absent:
         raise UsageError(f"{path} has no column {', '.join(absent)}")
-    return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in rows]
 
 
 def read_submission_times(path: Path) -> dict[tuple[str, str], datetime]:

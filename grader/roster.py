@@ -11,6 +11,7 @@ students may share one, and a guess would put a grade on the wrong student.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +48,21 @@ def submission_keys(result: SubmissionResult) -> set[str]:
     return {v.strip().casefold() for v in values if v.strip()}
 
 
-def read_roster(path: Path) -> list[RosterStudent]:
-    """A roster CSV (id, name, email) or a Canvas gradebook export."""
+def csv_rows(path: Path, what: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of an instructor's CSV (a byte-order mark, any line ending, and
+    line breaks inside quoted fields allowed); every problem is a UsageError."""
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the roster {path}: {exc}") from exc
-    rows = list(csv.DictReader(text.splitlines()))
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc}") from exc
+    return list(reader.fieldnames or []), rows
+
+
+def read_roster(path: Path) -> list[RosterStudent]:
+    """A roster CSV (id, name, email) or a Canvas gradebook export."""
+    _, rows = csv_rows(path, "the roster")
     if not rows:
         raise UsageError(f"the roster {path} has no students")
     header = {h.strip().casefold(): h for h in rows[0]}

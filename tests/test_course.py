@@ -87,7 +87,7 @@ def test_times_come_from_the_csv_then_the_zip_entry_then_the_file(tmp_path):
         read_submission_times(times)
     # two times for one file: which one was graded is not guessed (the last row used to win)
     times.write_text("student,file,submitted_at\nlee,a.ipynb,2026-03-07T10:00:00-05:00\nLee,a.ipynb,2026-03-09T10:00:00-05:00\n")
-    with pytest.raises(UsageError, match="a second time for 'Lee' and 'a.ipynb'"):
+    with pytest.raises(UsageError, match=r"a second time for 'Lee' and 'a\.ipynb'"):
         read_submission_times(times)
     times.write_text("student,file,submitted_at\n,a.ipynb,2026-03-07T10:00:00-05:00\n")
     with pytest.raises(UsageError, match="no student named"):
@@ -179,6 +179,19 @@ def test_a_canvas_export_is_a_roster_and_matches_by_canvas_id(course_spec):
     assert roster[2].section == "Section A, Lab 2"
     match = apply_roster(course_spec, [result(course_spec, "alvarezsofia", 15, lms_id="10231")], roster)
     assert match.unknown == [] and len(match.results) == 6
+
+
+def test_roster_and_extension_files_odd_but_valid_or_broken(course_spec, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text('id,name,email\r\nx1,"Ann\u2028Lee",a@x\r\nx2,"Bob\nSmith",b@x\r\n', encoding="utf-8")
+    assert [s.name for s in read_roster(roster)] == ["Ann\u2028Lee", "Bob\nSmith"]  # not "AnnLee"
+    roster.write_text('id,name\n"x1,' + "x" * 200_000 + "\n")  # an unclosed quote: one huge field
+    with pytest.raises(UsageError, match="cannot read the roster"):
+        read_roster(roster)
+    ext = tmp_path / "ext.csv"
+    ext.write_text('student,days\n"alice,' + "x" * 200_000 + "\n")
+    with pytest.raises(UsageError, match="field larger than field limit"):
+        read_extensions(ext, course_spec.deadline)
 
 
 def test_a_roster_without_ids_is_refused(tmp_path):
