@@ -58,6 +58,10 @@ cp "$SOURCE/{solution}" /tmp/grader-warm/submission/
 /opt/grader/bin/python -m grader gradescope-run --root /autograder \\
     --submission /tmp/grader-warm/submission --results /tmp/grader-warm/results
 rm -rf /tmp/grader-warm
+# Where bwrap cannot run (a container without CAP_SYS_ADMIN), student code still runs as an
+# unprivileged uid, and the zip's files are world-readable: make the solutions, reference,
+# checks and cached reference results root's alone.
+chmod -R go-rwx "$SOURCE"
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash

@@ -156,6 +156,8 @@ def test_the_command_line_builds_the_zip(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     with zipfile.ZipFile(out) as zf:
         assert json.loads(zf.read(CONFIG))["dataset"] is None
+        # the sandbox's uid must not read /autograder/source where bwrap cannot hide it
+        assert zf.read("setup.sh").decode().rstrip().endswith('chmod -R go-rwx "$SOURCE"')
         assert not any(n.startswith("data/") for n in zf.namelist())
 
 
