@@ -89,6 +89,7 @@ class CanvasExport:
     not_graded: list[str] = field(default_factory=list)  # matched but an error row: left alone
     pending: list[str] = field(default_factory=list)  # filled, but manual points still to come
     column: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 def choose_column(headers: list[str], wanted: Iterable[str]) -> int:
@@ -122,6 +123,33 @@ def choose_column(headers: list[str], wanted: Iterable[str]) -> int:
 
 def _score_text(points: float) -> str:
     return f"{round(points, 2):g}"
+
+
+def _check_points_possible(
+    text: str,
+    records: list[Record],
+    header: list[str],
+    column: int,
+    results: list[SubmissionResult],
+    report: CanvasExport,
+) -> None:
+    """Points are written as they are: say so when Canvas scores the column out of another
+    total (a column out of 100 would get 20 for 20/25)."""
+    student = header.index("Student")
+    totals = {r.max_total for r in results if r.questions}
+    for record in records[1:]:
+        if record.value(text, student).strip().casefold() != "points possible":
+            continue
+        try:
+            possible = float(record.value(text, column).strip())
+        except (ValueError, IndexError):
+            return
+        if totals and all(abs(possible - t) > 1e-6 for t in totals):
+            report.warnings.append(
+                f"Canvas scores {header[column]!r} out of {possible:g}, this assignment out of "
+                f"{max(totals):g}: points were written as they are (change one of the two)"
+            )
+        return
 
 
 def fill_gradebook(
@@ -158,6 +186,7 @@ def fill_gradebook(
         rows.append((record, name, ids, hits))
         for hit in hits:
             canvas_ids.setdefault(hit, set()).add(ids[0])
+    _check_points_possible(text, records, header, column, results, report)
     for record, name, ids, hits in rows:
         if not hits:
             report.unmatched_rows.append(f"{name} (ID {ids[0]})")

@@ -151,6 +151,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         wanted = [args.canvas_column or "", spec.title, spec.id]
         report = export_canvas(source, results, target, wanted)
         print(f"wrote {target}: column {report.column!r} filled for {len(report.filled)} students")
+        for warning in report.warnings:
+            print(f"warning: {one_line(warning)}", file=sys.stderr)
         for label, names in (
             ("in Canvas, no result (left as it was)", report.unmatched_rows),
             ("graded, not in Canvas", report.unmatched_results),

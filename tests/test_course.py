@@ -280,6 +280,14 @@ def test_canvas_rows_are_never_guessed(course_spec):
     manual = sum(q.points for q in course_spec.manual_questions)
     assert report.filled == {"Brown, James": "10"}
     assert report.pending == [f"Brown, James: 10 so far, {manual:g} points not scored yet"]
+    # Canvas scores the column out of 25 like the assignment: no warning; out of 100: one
+    assert report.warnings == []
+    out_of_100 = text.replace("Points Possible,,,,,25.00,", "Points Possible,,,,,100.00,")
+    filled, report = fill_gradebook(out_of_100, [waiting], ["884001"])
+    assert report.warnings == [
+        f"Canvas scores {report.column!r} out of 100, this assignment out of 25: points were "
+        "written as they are (change one of the two)"
+    ]
     # one submission matching two Canvas users (its name part is another James Brown's login)
     twin = text.replace("\r\n\"Chen, Wei\"", '\r\n"Brown, James",10500,S2026099,brownjames,Section A,,,,,,,,,,\r\n"Chen, Wei"')
     filled, report = fill_gradebook(twin, [result(course_spec, "brownjames", 7, lms_id="10244")], ["884001"])
