@@ -144,8 +144,13 @@ def lateness(policy: DeadlinePolicy | None, submitted: datetime | None) -> Laten
 def parse_time(value: object, zone: str, where: str) -> datetime:
     """A TOML datetime or an ISO string; a naive time is read in `zone`."""
     if isinstance(value, str):
+        text = value.strip()
+        if len(text) <= 10:  # "2026-03-07" would be that day's 00:00, a day before most mean
+            raise SpecError(
+                f"{where}: {value!r} has no time of day", hint="write it in full: 2026-03-07T23:59"
+            )
         try:
-            value = datetime.fromisoformat(value)
+            value = datetime.fromisoformat(text)
         except ValueError as exc:
             raise SpecError(f"{where}: {value!r} is not an ISO date and time") from exc
     if not isinstance(value, datetime):

@@ -159,7 +159,9 @@ def test_deadline_table_from_toml() -> None:
     [
         ({"due": "2026-03-07T23:59"}, "needs 'due' and 'timezone'"),
         ({"due": "2026-03-07T23:59", "timezone": "Mars/Olympus"}, "unknown time zone"),
-        ({"due": "tomorrow", "timezone": NY}, "not an ISO date"),
+        ({"due": "tomorrow", "timezone": NY}, "no time of day"),
+        ({"due": "2026-03-07 ", "timezone": NY}, "no time of day"),  # was 00:00 that day
+        ({"due": "tomorrow at 5", "timezone": NY}, "not an ISO date"),
         ({"due": "2026-03-07T23:59", "timezone": NY, "penalty": "weekly"}, "penalty 'weekly'"),
         ({"due": "2026-03-07T23:59", "timezone": NY, "percent": -1}, "percent must be"),
         ({"due": "2026-03-07T23:59", "timezone": NY, "percent": float("nan")}, "percent must be"),
