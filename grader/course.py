@@ -13,12 +13,12 @@ The roster and extensions given to `grader grade` are kept in the output folder,
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .errors import UsageError
+from .fileio import atomic_write_bytes
 from .lateness import DeadlinePolicy, lateness, parse_time
 from .results import SubmissionResult
 from .roster import MISSING, apply_roster, csv_rows, read_roster, submission_keys
@@ -175,8 +175,7 @@ def _kept(out: Path, name: str, given: Path | None) -> Path | None:
         if not given.is_file():
             raise UsageError(f"no {name} file at {given}")
         if given.resolve() != kept.resolve():
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(given, kept)
+            atomic_write_bytes(kept, given.read_bytes())  # a crash never leaves half a roster
         return kept
     return kept if kept.is_file() else None
 
