@@ -148,7 +148,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         source = Path(args.canvas)
         target = Path(args.canvas_out) if args.canvas_out else out / f"canvas-{source.name}"
-        wanted = [args.canvas_column or "", spec.title, spec.id]
+        # an explicit column is the only one tried: a typo must not fall back to the title's
+        wanted = [args.canvas_column] if args.canvas_column else [spec.title, spec.id]
         report = export_canvas(source, results, target, wanted)
         print(f"wrote {target}: column {report.column!r} filled for {len(report.filled)} students")
         for warning in report.warnings:

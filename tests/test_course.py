@@ -251,6 +251,11 @@ def test_canvas_round_trip_changes_only_the_assignment_column(course_spec, tmp_p
     assert "graded, not in Canvas: ghost" in printed
     assert "Okafor, Chidi (ID 10266)" in printed and "Student, Test (ID 10400)" in printed
 
+    # a column given on the command line that matches nothing is an error, not the title's
+    assert main([*argv, "--canvas-column", "88400"]) != 0
+    assert "no Canvas column" in capsys.readouterr().err
+    assert (out / "canvas-canvas_gradebook.csv").read_bytes() == expected
+
     # with Canvas's own export as the roster, absentees are `missing` and get 0
     assert main([*argv, "--roster", str(CANVAS), "--canvas-column", "884001"]) == 0
     filled = (out / "canvas-canvas_gradebook.csv").read_bytes()
