@@ -290,6 +290,22 @@ def _kernel_pid(km: KernelManager) -> int | None:
     return int(pid) if pid else None
 
 
+def _cpu_reader(km: KernelManager) -> Callable[[], float | None]:
+    """The kernel's CPU seconds so far: from its sandbox's control group when it has one
+    (nothing outside the sandbox counts), else from its process tree."""
+    group = getattr(km, "cpu_seconds", None)
+
+    def read() -> float | None:
+        if callable(group):
+            with contextlib.suppress(Exception):
+                value = group()
+                if value is not None:
+                    return float(value)
+        return tree_cpu_seconds(_kernel_pid(km))
+
+    return read
+
+
 def _interrupt(km: KernelManager) -> None:
     """Interrupt the kernel from the watchdog's thread without jupyter_client's sync
     wrappers (each would leave an event loop behind in this thread): a control message for
@@ -596,7 +612,7 @@ def _attempt(
     """One run of the notebook in one fresh kernel, every wait bounded."""
     client = _client(nb, km, tracker, workdir, nonce)
     client.max_output_bytes = max(0, max_output)
-    tracker.cpu_reader = lambda: tree_cpu_seconds(_kernel_pid(km))
+    tracker.cpu_reader = _cpu_reader(km)
     frames = FrameGuard()
     cap_clients(km, frames)  # before any message is decoded
     outcome = _Outcome()
