@@ -37,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from grader.assemble import assemble, parse_notebook  # noqa: E402
-from grader.authoring import PARAMETERS, cell_role, load_source, make_template  # noqa: E402
+from grader.authoring import load_source, make_template  # noqa: E402
 from grader.batch import BatchOptions, discover, grade_batch  # noqa: E402
+from grader.cells import PARAMETERS, cell_role  # noqa: E402
 from grader.data import resolve_dataset, stage_dataset  # noqa: E402
 from grader.execute import kernel_env, parameters_code  # noqa: E402
 from grader.report import write_outputs  # noqa: E402
@@ -90,6 +91,10 @@ def grader_run(
     spec: AssignmentSpec, paths: list[Path], cache: Path, jobs: int, force: bool, tmp: Path
 ) -> dict[str, Any]:
     out = tmp / f"out-{jobs}-{'warm' if force else 'cold'}"
+    # a warm cache holds reference results only: the students' own class runs (cached per
+    # distinct input) are computed again by each run, as in a first batch
+    for stale in (cache / spec.id).glob("clean-run-*"):
+        stale.unlink()
     started = time.monotonic()
     batch = grade_batch(
         spec, paths, out, BatchOptions(jobs=jobs, cache_dir=cache, progress=False, force=force)
@@ -151,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=1800, help="per cell, as submitted")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--skip-as-submitted", action="store_true")
+    parser.add_argument(
+        "--as-submitted", type=int, default=0, metavar="N",
+        help="execute only the first N notebooks as submitted (a busy machine); the class "
+        "total is then estimated from their mean and labelled so",
+    )
     parser.add_argument("--cache-dir", help="reuse a reference cache (default: a cold one)")
     args = parser.parse_args(argv)
     spec = load_spec(ROOT / "solutions" / "mnist_nn")
@@ -167,10 +177,17 @@ def main(argv: list[str] | None = None) -> int:
 
     plain: dict[str, float] = {}
     if not args.skip_as_submitted:
-        for sub in subs:
+        for sub in subs[: args.as_submitted or None]:
             plain[sub.student] = round(as_submitted(sub.path, data, spec.dataset.stage_as, args.timeout), 3)
             print(f"as submitted  {sub.student:<16} {plain[sub.student]:7.1f} s", flush=True)
-    results["as_submitted"] = {"per_notebook": plain, "total": round(sum(plain.values()), 3)}
+    measured = round(sum(plain.values()), 3)
+    estimated = bool(plain) and len(plain) < len(subs)
+    total = measured / len(plain) * len(subs) if estimated else measured
+    results["as_submitted"] = {
+        "per_notebook": plain,
+        "total": round(total, 3),
+        "estimated_from": len(plain) if estimated else None,
+    }
 
     template = make_template(spec, load_source(spec))
     floors = {}
@@ -232,7 +249,9 @@ def summarise(results: dict[str, Any], jobs_list: list[int]) -> None:
             warm[jobs_list[0]]["seconds"] / warm[jobs_list[-1]]["seconds"], 2
         )
     results["ratios"] = ratios
-    print(f"as submitted, one after another: {plain:8.1f} s")
+    how = results["as_submitted"].get("estimated_from")
+    label = f" (estimated from {how} of {results['notebooks']})" if how else ""
+    print(f"as submitted, one after another: {plain:8.1f} s{label}")
     for g in results["grader"]:
         print(f"grader --jobs {g['jobs']} ({g['cache']} cache): {g['seconds']:8.1f} s")
     for name, value in ratios.items():
