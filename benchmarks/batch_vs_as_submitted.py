@@ -41,7 +41,8 @@ from grader.authoring import load_source, make_template  # noqa: E402
 from grader.batch import BatchOptions, discover, grade_batch  # noqa: E402
 from grader.cells import PARAMETERS, cell_role  # noqa: E402
 from grader.data import resolve_dataset, stage_dataset  # noqa: E402
-from grader.execute import kernel_env, parameters_code  # noqa: E402
+from grader.execute import kernel_env  # noqa: E402
+from grader.prepare import parameters_code  # noqa: E402
 from grader.report import write_outputs  # noqa: E402
 from grader.spec import AssignmentSpec, load_spec  # noqa: E402
 

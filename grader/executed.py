@@ -60,7 +60,7 @@ def shown(value: Any) -> str:
     if callable(tolist):
         value = tolist()
     if value is Ellipsis:
-        return "..."
+        return "(left blank)"
     try:
         text = json.dumps(value, default=repr, sort_keys=True, allow_nan=True)
     except (TypeError, ValueError, RecursionError):

@@ -33,16 +33,6 @@ CREATE TABLE IF NOT EXISTS results (
     result_json  TEXT NOT NULL,
     PRIMARY KEY (student, cache_key)
 );
-CREATE TABLE IF NOT EXISTS question_results (
-    student   TEXT NOT NULL,
-    cache_key TEXT NOT NULL,
-    question  TEXT NOT NULL,
-    status    TEXT NOT NULL,
-    points    REAL NOT NULL,
-    max_points REAL NOT NULL,
-    message   TEXT NOT NULL,
-    PRIMARY KEY (student, cache_key, question)
-);
 CREATE TABLE IF NOT EXISTS current (
     student   TEXT PRIMARY KEY,
     cache_key TEXT NOT NULL
@@ -159,17 +149,6 @@ class Gradebook:
                     data,
                 ),
             )
-            db.execute(
-                "DELETE FROM question_results WHERE student=? AND cache_key=?",
-                (result.student, cache_key),
-            )
-            db.executemany(
-                "INSERT INTO question_results VALUES (?,?,?,?,?,?,?)",
-                [
-                    (result.student, cache_key, q.id, q.status, q.points, q.max_points, q.message)
-                    for q in result.questions
-                ],
-            )
             db.execute("INSERT OR REPLACE INTO current VALUES (?,?)", (result.student, cache_key))
 
     def cached(self, student: str, cache_key: str) -> SubmissionResult | None:
@@ -274,7 +253,3 @@ class Gradebook:
 
     def manual_scores(self) -> dict[tuple[str, str], float]:
         return {key: m.points for key, m in self.manual_entries().items() if m.points is not None}
-
-    def count(self) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM current").fetchone()
-        return int(row[0])

@@ -20,7 +20,8 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
-from .execute import KernelFactory, kernel_env, setup_code
+from .execute import KernelFactory, kernel_env
+from .prepare import setup_code
 from .spec import GradingSpec
 
 WARMUP_TIMEOUT = 120  # seconds for a kernel to start and import; else it is not used

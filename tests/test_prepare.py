@@ -2,7 +2,7 @@
 
 import nbformat
 
-from grader.execute import EXEC_KEY, cell_kind, prepare
+from grader.prepare import EXEC_KEY, cell_kind, prepare
 from grader.spec import GradingSpec
 
 GRADING = GradingSpec(parameters={"num_epochs": 3}, seed=0)
