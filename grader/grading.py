@@ -10,6 +10,7 @@ import base64
 import concurrent.futures as cf
 import hashlib
 import json
+import os
 import tempfile
 import time
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import threadpoolctl
 from nbformat import NotebookNode
 
 from . import results as R
@@ -181,6 +183,19 @@ def check_reserve(budget: float) -> float:
     return min(60.0, budget / 6)
 
 
+def single_threaded_numerics() -> None:
+    """The grading process's own numerical libraries run on one thread each.
+
+    A grading process forks (kernels started ahead, clean processes for checks) from
+    background threads while its main thread computes. OpenBLAS's fork handler deadlocks when
+    a multi-threaded BLAS call is in flight at that moment: a batch hung for good with one
+    thread in ``fork`` and the main thread in a numpy product. One thread per library also
+    fits ``--jobs N`` on N cores."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"  # libraries loaded from now on
+    threadpoolctl.threadpool_limits(1)  # libraries already loaded
+
+
 def open_session(
     spec: AssignmentSpec,
     *,
@@ -195,6 +210,8 @@ def open_session(
 ) -> Session:
     """Load the template, checks and data once; choose the sandbox."""
     from . import sandbox as sb
+
+    single_threaded_numerics()
 
     template = make_template(spec, load_source(spec))
     checks = (
