@@ -89,17 +89,24 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def grader_run(
-    spec: AssignmentSpec, paths: list[Path], cache: Path, jobs: int, force: bool, tmp: Path
+    spec: AssignmentSpec,
+    paths: list[Path],
+    cache: Path,
+    jobs: int,
+    force: bool,
+    tmp: Path,
+    fork_server: bool = True,
 ) -> dict[str, Any]:
-    out = tmp / f"out-{jobs}-{'warm' if force else 'cold'}"
+    out = tmp / f"out-{jobs}-{'warm' if force else 'cold'}-{fork_server}"
     # a warm cache holds reference results only: the students' own class runs (cached per
     # distinct input) are computed again by each run, as in a first batch
     for stale in (cache / spec.id).glob("clean-run-*"):
         stale.unlink()
     started = time.monotonic()
-    batch = grade_batch(
-        spec, paths, out, BatchOptions(jobs=jobs, cache_dir=cache, progress=False, force=force)
+    options = BatchOptions(
+        jobs=jobs, cache_dir=cache, progress=False, force=force, fork_server=fork_server
     )
+    batch = grade_batch(spec, paths, out, options)
     seconds = time.monotonic() - started
     write_started = time.monotonic()
     write_outputs(spec, batch.results, tmp / "outputs-again")
@@ -108,6 +115,7 @@ def grader_run(
     return {
         "jobs": jobs,
         "cache": "warm" if force else "cold",
+        "fork_server": fork_server,
         "seconds": round(seconds, 3),
         "write_outputs": round(time.monotonic() - write_started, 3),
         "per_notebook": per_notebook,
@@ -123,7 +131,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    warm = results["grader"][-1] if results["grader"] else None
+    runs = [g for g in results["grader"] if g["cache"] == "warm"]
+    forked = [g for g in runs if g.get("fork_server", True)]
+    warm = forked[-1] if forked else None
     if warm is not None:
         names = [s for s in STAGES if s in warm["stages"] and s != "total"]
         checks = sorted(k for k in warm["stages"] if k.startswith("check:"))
@@ -133,13 +143,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
         left.set_xlabel("seconds per notebook")
         left.set_title("Where a notebook's grading time goes")
         left.legend()
-    jobs = [g["jobs"] for g in results["grader"] if g["cache"] == "warm"]
-    throughput = [
-        len(g["per_notebook"]) / g["seconds"] * 60 for g in results["grader"] if g["cache"] == "warm"
-    ]
-    right.plot(jobs, throughput, marker="o", label="grader (warm cache)")
+    for label, chosen in (("grader", forked), ("without the fork server", [g for g in runs if g not in forked])):
+        if chosen:
+            right.plot(
+                [g["jobs"] for g in chosen],
+                [len(g["per_notebook"]) / g["seconds"] * 60 for g in chosen],
+                marker="o",
+                label=f"{label} (warm cache)",
+            )
     if results["as_submitted"]["total"]:
-        n = len(results["as_submitted"]["per_notebook"])
+        n = results["notebooks"]  # the total is for all of them (estimated or measured)
         right.axhline(n / results["as_submitted"]["total"] * 60, color="tab:red", label="as submitted")
     right.set_xlabel("--jobs")
     right.set_ylabel("notebooks per minute")
@@ -163,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         "total is then estimated from their mean and labelled so",
     )
     parser.add_argument("--cache-dir", help="reuse a reference cache (default: a cold one)")
+    parser.add_argument(
+        "--without-fork-server", action="store_true",
+        help="also run each --jobs value with a clean process started per check (the "
+        "grader before the fork server), side by side: the before/after per stage",
+    )
     args = parser.parse_args(argv)
     spec = load_spec(ROOT / "solutions" / "mnist_nn")
     assert spec.dataset is not None and spec.dataset.stage_as
@@ -206,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             runs.insert(0, (jobs_list[0], False))
         results["grader"] = []
         for jobs, force in runs:
-            run = grader_run(spec, paths, cache, jobs, force, tmp)
-            results["grader"].append(run)
-            print(f"grader --jobs {jobs} ({run['cache']} cache): {run['seconds']:7.1f} s", flush=True)
+            for fork in (True, False) if force and args.without_fork_server else (True,):
+                run = grader_run(spec, paths, cache, jobs, force, tmp, fork)
+                results["grader"].append(run)
+                print(f"grader --jobs {jobs} ({_label(run)}): {run['seconds']:7.1f} s", flush=True)
     results["load_end"] = list(os.getloadavg())
     summarise(results, jobs_list)
     out = Path(args.out)
@@ -219,16 +238,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _label(run: dict[str, Any]) -> str:
+    return f"{run['cache']} cache" + ("" if run.get("fork_server", True) else ", no fork server")
+
+
 def summarise(results: dict[str, Any], jobs_list: list[int]) -> None:
-    warm = {g["jobs"]: g for g in results["grader"] if g["cache"] == "warm"}
+    warm = {
+        g["jobs"]: g
+        for g in results["grader"]
+        if g["cache"] == "warm" and g.get("fork_server", True)
+    }
+    before = {
+        g["jobs"]: g
+        for g in results["grader"]
+        if g["cache"] == "warm" and not g.get("fork_server", True)
+    }
     cold = next((g for g in results["grader"] if g["cache"] == "cold"), None)
     first = warm[jobs_list[0]]
     ratios = {}
     print(f"\n{results['notebooks']} notebooks; load average {results['load'][0]:.1f} at start, "
           f"{results['load_end'][0]:.1f} at end ({results['cpus']} CPUs)")
-    print(f"{'stage':<34}{'median':>9}{'max':>9}   (grader --jobs {first['jobs']}, warm cache)")
+    old = before.get(first["jobs"])
+    print(f"{'stage':<34}{'median':>9}{'max':>9}   (grader --jobs {first['jobs']}, warm cache)"
+          + ("   without the fork server: median, max" if old else ""))
     for stage, s in sorted(first["stages"].items()):
-        print(f"  {stage:<32}{s['median']:9.2f}{s['max']:9.2f}")
+        was = old["stages"].get(stage) if old else None
+        print(f"  {stage:<32}{s['median']:9.2f}{s['max']:9.2f}"
+              + (f"   {was['median']:9.2f}{was['max']:9.2f}" if was else ""))
     print(f"  {'write outputs (whole batch)':<32}{first['write_outputs']:9.2f}")
     print(f"  {'floor (fresh kernel, same cells)':<32}{results['floor']['median']:9.2f}"
           f"{results['floor']['max']:9.2f}")
@@ -249,12 +285,15 @@ def summarise(results: dict[str, Any], jobs_list: list[int]) -> None:
         ratios["throughput_jobs_last_vs_first"] = round(
             warm[jobs_list[0]]["seconds"] / warm[jobs_list[-1]]["seconds"], 2
         )
+    for jobs, g in sorted(before.items()):
+        if jobs in warm:
+            ratios[f"fork_server_speedup_jobs{jobs}"] = round(g["seconds"] / warm[jobs]["seconds"], 2)
     results["ratios"] = ratios
     how = results["as_submitted"].get("estimated_from")
     label = f" (estimated from {how} of {results['notebooks']})" if how else ""
     print(f"as submitted, one after another: {plain:8.1f} s{label}")
     for g in results["grader"]:
-        print(f"grader --jobs {g['jobs']} ({g['cache']} cache): {g['seconds']:8.1f} s")
+        print(f"grader --jobs {g['jobs']} ({_label(g)}): {g['seconds']:8.1f} s")
     for name, value in ratios.items():
         print(f"  {name}: {value}")
 

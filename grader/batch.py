@@ -323,6 +323,7 @@ class BatchOptions:
     gradebook: Path | None = None
     progress: bool | None = None
     scheduler: str | None = None  # a Dask scheduler: tcp://HOST:PORT, or local:N
+    fork_server: bool = True  # clean processes forked by one server per worker (bwrap)
     submission_times: Path | None = None  # submissions.csv: student, file, submitted_at
     course: CourseFiles = field(default_factory=CourseFiles)  # roster, extensions
 
@@ -407,6 +408,7 @@ def grade_batch(
         "sandbox": options.sandbox,
         "cell_timeout": options.cell_timeout,
         "notebook_timeout": options.notebook_timeout,
+        "fork_server": options.fork_server,
     }
     session = _preflight(spec, worker_options)
     key = fingerprint(spec, _run_settings(session))

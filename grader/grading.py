@@ -44,6 +44,7 @@ from .data import default_cache_dir, resolve_dataset, stage_dataset
 from .errors import GraderError, SubmissionError
 from .execute import ExecutionReport, KernelFactory, kernel_env, run_notebook
 from .executed import curve_variables, keep_executed, shown_answers, training_curve
+from .forkserver import ForkServer
 from .kernels import KernelSlot, Spare
 from .results import QuestionResult, SubmissionResult
 from .scoring import manual_pending, score_question, ungradable
@@ -76,6 +77,8 @@ class Session:
     _checker: cf.ThreadPoolExecutor | None = field(default=None, repr=False)
     cell_cpu: CellLimits = field(default_factory=CellLimits)  # per-cell CPU-time limits
     last_report: ExecutionReport | None = None  # the last run (grader calibrate reads it)
+    fork_server: bool = False  # clean processes forked by one server (needs bwrap)
+    server: ForkServer | None = field(default=None, repr=False)
 
     def start_kernels_ahead(self) -> None:
         """From now on, start each next submission's kernel while this one is checked."""
@@ -88,6 +91,8 @@ class Session:
             self.spare.close()
         if self._checker is not None:
             self._checker.shutdown(wait=True)
+        if self.server is not None:
+            self.server.close()
 
     def checker(self) -> cf.ThreadPoolExecutor:
         """One long-lived thread for checks that run while the notebook executes (a thread
@@ -116,11 +121,13 @@ class Session:
             runner = None
             if self.sandbox_factory is not None:
                 stage = self.spec.dataset.stage_as if self.spec.dataset else None
-                runner = self._shared(
-                    self._within_budget(
-                        make_runner(self.sandbox_factory, self.dataset_path, stage, self.tmp_root)
-                    )
-                )
+                args = (self.sandbox_factory, self.dataset_path, stage, self.tmp_root)
+                plain: Runner
+                if self.fork_server:
+                    plain = self.server = ForkServer(*args)
+                else:
+                    plain = make_runner(*args)
+                runner = self._shared(self._within_budget(plain))
             self.context = CheckContext(self.spec, self.dataset_path, self.cache_dir, runner)
         return self.context
 
@@ -207,8 +214,11 @@ def open_session(
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
     tmp_root: Path | None = None,
+    fork_server: bool = True,
 ) -> Session:
-    """Load the template, checks and data once; choose the sandbox."""
+    """Load the template, checks and data once; choose the sandbox. `fork_server`: clean
+    processes are forked by one sandboxed server that has the task modules loaded (under
+    bubblewrap only; elsewhere each starts afresh)."""
     from . import sandbox as sb
 
     single_threaded_numerics()
@@ -255,6 +265,7 @@ def open_session(
         notebook_timeout=notebook_timeout,
         sandbox_warning=warning,
         cell_cpu=_cell_cpu(spec),
+        fork_server=fork_server and probe.mode == sb.MODE_BWRAP,
     )
 
 

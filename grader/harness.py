@@ -14,6 +14,7 @@ stdout; the student's own prints go to stderr. The grader reads those lines as t
 answer, capped in size before decoding, and computes every expected value in its own process.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -62,9 +63,15 @@ def _call(codec: Any, namespace: dict[str, Any], request: dict[str, Any], out: T
         out.flush()
 
 
-def _task(codec: Any, namespace: dict[str, Any], request: dict[str, Any], out: TextIO) -> None:
-    task = types.ModuleType("task")
-    exec(compile(request["task"], "task.py", "exec"), task.__dict__)
+def _task(
+    codec: Any,
+    namespace: dict[str, Any],
+    request: dict[str, Any],
+    out: TextIO,
+    task: types.ModuleType | None,
+) -> None:
+    if task is None:
+        task = _module("task", request["task"])
     line: dict[str, Any] = {"case": 0}
     try:
         line["value"] = codec.encode(task.run(namespace, _decode(codec, request["payload"])))
@@ -74,12 +81,11 @@ def _task(codec: Any, namespace: dict[str, Any], request: dict[str, Any], out: T
     out.flush()
 
 
-def main() -> None:
-    request = json.loads(sys.stdin.buffer.read(MAX_REQUEST))
-    codec = types.ModuleType("grader_codec")
-    exec(compile(request["codec"], "selfcheck.py", "exec"), codec.__dict__)
-    # Our lines go to the original stdout; whatever the student prints goes to stderr.
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+def _run_request(
+    request: dict[str, Any], codec: Any, task: types.ModuleType | None, out: TextIO
+) -> None:
+    """The student's code, then the calls or the task: result lines on `out`."""
+    # Our lines go to `out`; whatever the student prints goes to stderr.
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     namespace: dict[str, Any] = {"__name__": "student"}
@@ -92,8 +98,263 @@ def main() -> None:
     if request["mode"] == "call":
         _call(codec, namespace, request, out)
     else:
-        _task(codec, namespace, request, out)
+        _task(codec, namespace, request, out, task)
+
+
+def _module(name: str, text: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile(text, f"{name}.py", "exec"), module.__dict__)
+    return module
+
+
+def main() -> None:
+    request = json.loads(sys.stdin.buffer.read(MAX_REQUEST))
+    codec = _module("grader_codec", request["codec"])
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    _run_request(request, codec, None, out)
+
+
+# ---------------------------------------------------------------------------- fork server
+#
+# ``python -I -c <this text> serve``: one process per grading worker, in its own sandbox,
+# with the codec and the task modules (and what they import and prepare) loaded once; it
+# forks a child per request, and the child runs the student's code as main() does.
+#
+# Nothing of one student's reaches the next: the server never holds a student's data (the
+# child reads the request itself; the child's output is relayed through one buffer that is
+# zeroed after each piece), so a later child, a copy of the server, finds none in its memory;
+# after each child every other process of the sandbox's pid namespace is killed and /tmp,
+# /dev/shm and the working folder's writable entries are emptied; and the server is not
+# dumpable, so a child can neither trace it nor open its memory or pipes.
+#
+# In: b"<setup length> <request length> <output cap>\n", the setup (JSON: codec, task and the
+# payload for the task's prepare(); nothing of the student's), then the request (main()'s),
+# which only the child reads. Out: pieces b"O <n>\n" + n bytes of the child's stdout and
+# b"E <n>\n" + n bytes of its stderr, then b"S <json>\n": {"exit": code | null, "signal": n |
+# null, "truncated": bool, "clean": bool}. "clean": false means something could not be
+# cleared: the server exits after saying so.
+
+PIECE = 65536
+
+
+def _not_dumpable(flag: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, flag, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        data = os.read(fd, min(left, 1 << 20))
+        if not data:
+            raise EOFError
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+def _read_header(fd: int) -> list[int] | None:
+    """One header line, read a byte at a time (nothing after it is taken from the pipe)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            return None
+        line += byte
+        if len(line) > 64:
+            raise ValueError("bad header")
+    return [int(x) for x in line.split()]
+
+
+def _child(size: int, codec: Any, task: Any, out_w: int, err_w: int) -> None:
+    """In the forked child: read the request, keep only our pipes, run the student's code."""
+    import fcntl
+    import signal
+
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_DFL)
+        request = json.loads(_read_exactly(0, size))
+        out_w, err_w = fcntl.fcntl(out_w, fcntl.F_DUPFD, 64), fcntl.fcntl(err_w, fcntl.F_DUPFD, 64)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(err_w, 1)
+        os.dup2(err_w, 2)
+        os.dup2(out_w, 3)
+        os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+        sys.stdin = open(0, closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        out = os.fdopen(3, "w", encoding="utf-8")
+        _not_dumpable(1)  # an ordinary process again: nothing else runs here now
+        _run_request(request, codec, task, out)
+        out.flush()
+        sys.stderr.flush()
+    except BaseException:
+        os._exit(70)
+    os._exit(0)
+
+
+def _relay(pid: int, out_r: int, err_r: int, answers: int, cap: int) -> tuple[int, bool]:
+    """Pass the child's output on in pieces until it ends; its wait status, and whether it
+    passed `cap` bytes (it is then killed)."""
+    import selectors
+    import signal
+    import time
+
+    buffer = bytearray(PIECE)
+    view = memoryview(buffer)
+    sent, truncated, status, exited_at = 0, False, None, 0.0
+    selector = selectors.DefaultSelector()
+    selector.register(out_r, selectors.EVENT_READ, b"O")
+    selector.register(err_r, selectors.EVENT_READ, b"E")
+    while selector.get_map() and not truncated:
+        if status is None:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status, exited_at = code, time.monotonic()
+        elif time.monotonic() - exited_at > 0.5:  # descendants keep the pipes open
+            break
+        for key, _ in selector.select(timeout=0.1):
+            n = os.readv(key.fd, [buffer])
+            if not n:
+                selector.unregister(key.fd)
+                continue
+            if sent + n > cap:
+                truncated = True
+                os.kill(pid, signal.SIGKILL)
+                n = max(cap - sent, 0)
+            _write_all(answers, key.data + b" %d\n" % n)
+            _write_all(answers, view[:n])
+            sent += n
+            view[:] = bytes(PIECE)  # nothing of the student's stays in this process
+            if truncated:
+                break
+    selector.close()
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+    return status, truncated
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _others() -> list[int]:
+    """Processes of this pid namespace other than its init and this server."""
+    me = os.getpid()
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+
+
+def _clear(home: str, keep: set[str]) -> bool:
+    """Kill every other process here and empty the writable places; False if something
+    could not be cleared (said on stderr)."""
+    import shutil
+    import signal
+    import time
+
+    deadline = time.monotonic() + 5
+    while _others():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if time.monotonic() > deadline:
+            print(f"server: processes left: {_others()}", file=sys.stderr)
+            return False
+        time.sleep(0.01)
+
+    def unlock(_func: Any, path: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):  # (not ours when it is a mount point)
+            os.chmod(os.path.dirname(path), 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, onerror=unlock)
+        else:
+            os.unlink(path)
+
+    ok = True
+    for folder, kept in (("/tmp", set()), ("/dev/shm", set()), (home, keep)):
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o1777 if folder != home else 0o777)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if name in kept or os.path.commonpath([path, home]) == path:
+                continue  # the grader's read-only entries, or a folder holding ours
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, onerror=unlock)
+                else:
+                    os.unlink(path)
+            except OSError as exc:
+                print(f"server: cannot remove {path}: {exc}", file=sys.stderr)
+                ok = False
+    return ok
+
+
+def serve() -> None:
+    _not_dumpable(0)
+    home = os.getcwd()
+    keep = set(os.listdir(home))  # the read-only entries the grader staged
+    answers = os.dup(1)
+    os.dup2(2, 1)
+    modules: dict[tuple[str, str], Any] = {}
+    while True:
+        header = _read_header(0)
+        if header is None:
+            return
+        setup_size, size, cap = header
+        setup = json.loads(_read_exactly(0, setup_size))
+        codec = modules.get(("codec", setup["codec"]))
+        if codec is None:
+            codec = modules["codec", setup["codec"]] = _module("grader_codec", setup["codec"])
+        task = modules.get(("task", setup["task"])) if setup["task"] else None
+        if setup["task"] and task is None:
+            try:  # instructor code: on failure the child runs it and reports the error
+                task = _module("task", setup["task"])
+                prepare = getattr(task, "prepare", None)
+                if callable(prepare):
+                    prepare(_decode(codec, setup["payload"]))
+                modules["task", setup["task"]] = task
+            except Exception:
+                traceback.print_exc()
+                task = None
+        del setup
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(size, codec, task, out_w, err_w)
+        os.close(out_w)
+        os.close(err_w)
+        status, truncated = _relay(pid, out_r, err_r, answers, cap)
+        os.close(out_r)
+        os.close(err_r)
+        os.chdir(home)
+        clean = _clear(home, keep)
+        end = {
+            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "truncated": truncated,
+            "clean": clean,
+        }
+        _write_all(answers, b"S " + json.dumps(end).encode() + b"\n")
+        if not clean:
+            return
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["serve"]:
+        serve()
+    else:
+        main()

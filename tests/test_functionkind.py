@@ -9,19 +9,27 @@ from grader import sandbox as sb
 from grader.checking import Answer, CheckContext
 from grader.clean import make_runner
 from grader.errors import ExecutionError
+from grader.forkserver import ForkServer
 from grader.functions import Case, compare, first_mismatch
 from grader.spec import Question
 
 
-@pytest.fixture
-def ctx(spec, tmp_path):
+@pytest.fixture(params=["started", "forked"])
+def ctx(request, spec, tmp_path):
+    """A clean process started for each request, or forked by a server (bwrap only)."""
     limits = spec.sandbox
 
     def factory(workdir: Path):
         return sb.Sandbox(limits=limits, workdir=workdir, hidden=[spec.root.resolve()])
 
-    runner = make_runner(factory, None, None, tmp_path)
-    return CheckContext(spec, None, tmp_path / "cache", runner)
+    if request.param == "started":
+        yield CheckContext(spec, None, tmp_path / "cache", make_runner(factory, None, None, tmp_path))
+        return
+    if factory(tmp_path).mode != sb.MODE_BWRAP:
+        pytest.skip("the fork server needs bubblewrap")
+    server = ForkServer(factory, None, None, tmp_path)
+    yield CheckContext(spec, None, tmp_path / "cache", server)
+    server.close()
 
 
 def answer(source: str, name: str = "f") -> Answer:
