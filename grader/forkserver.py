@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import json
 import os
 import selectors
@@ -30,21 +31,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .clean import HARNESS, MAX_RESULT_BYTES, RunOutput
+from .clean import HARNESS, MAX_RESULT_BYTES, Runner, RunOutput, make_runner
 from .errors import ExecutionError, GraderError
 from .sandbox.limits import output_cap_bytes
 from .sandbox.run import describe_signal, exit_reason, reap
+from .spec import SandboxLimits
 
 HEADER_BYTES = 4096
 STDERR_KEPT = 65536
+READY_TIMEOUT = 300.0  # for a server to start and prepare a task: the grader's time, no student's
+MEMORY_GROWTH = 256 * 2**20  # at most this (or an 8th of the limit) left charged by a run
+SERVER_CPU_SECONDS = 10**7  # the server's own limit (each child gets the sandbox's cpu_seconds)
 
 
-def _setup(request: bytes) -> bytes:
-    """What the server itself reads of a request: the codec, the task and its payload.
-    Nothing of the student's (their source), which only the forked child reads."""
+def _setup(request: bytes, cpu_seconds: int) -> bytes:
+    """What the server itself reads of a request: the codec, the task and its payload, the
+    limit. Nothing of the student's (their source), which only the forked child reads."""
     body = json.loads(request)
     task = (body.get("task") or "") if body.get("mode") == "task" else ""
-    setup = {"codec": body["codec"], "task": task, "payload": body["payload"] if task else None}
+    setup = {
+        "codec": body["codec"],
+        "task": task,
+        "payload": body["payload"] if task else None,
+        "cpu_seconds": cpu_seconds,
+    }
     return json.dumps(setup).encode()
 
 
@@ -52,8 +62,14 @@ class _Broken(Exception):
     """The server died, hung or answered something that is not an answer."""
 
 
+class _Unsupported(Exception):
+    """The server cannot give its children namespaces of their own here."""
+
+
 class ForkServer:
-    """A Runner (request bytes, timeout) -> RunOutput backed by one long-lived server."""
+    """A Runner (request bytes, timeout) -> RunOutput backed by one long-lived server; where
+    the server cannot isolate its children it says so once, and every later run is started
+    afresh (grader/clean.py) instead."""
 
     def __init__(
         self,
@@ -70,12 +86,19 @@ class ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sandbox: Any = None
-        self._workdir: Path | None = None
+        self._limits: SandboxLimits | None = None  # the sandbox's, for each run
+        self._reader: _Reader | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._fallback: Runner | None = None
         # bwrap dies with the thread that started it (PR_SET_PDEATHSIG): one thread that
         # lives as long as this runner starts every server.
         self._starter = cf.ThreadPoolExecutor(1, thread_name_prefix="grader-forkserver")
         self.started = 0  # servers started so far (tests and benchmarks read it)
+
+    @property
+    def forking(self) -> bool:
+        """False once a server said it cannot isolate its children (runs start afresh)."""
+        return self._fallback is None
 
     # ------------------------------------------------------------------ life
 
@@ -88,6 +111,8 @@ class ForkServer:
             if self._dataset is not None and self._stage_as:
                 stage_dataset(self._dataset, workdir, self._stage_as)
             sandbox = self._factory(workdir)
+            limits = sandbox.limits
+            sandbox.limits = dataclasses.replace(limits, cpu_seconds=SERVER_CPU_SECONDS)
             sandbox.prepare()
             proc = subprocess.Popen(
                 sandbox.command([sys.executable, "-I", "-c", self._program, "serve"]),
@@ -103,9 +128,11 @@ class ForkServer:
             if isinstance(exc, GraderError):
                 raise
             raise ExecutionError(f"sandbox: cannot start the clean process: {exc}") from exc
-        self._proc, self._sandbox, self._workdir = proc, sandbox, workdir
+        assert proc.stdout is not None and proc.stderr is not None
+        self._proc, self._sandbox, self._limits = proc, sandbox, limits
+        self._reader = _Reader(proc.stdout.fileno(), proc.stderr.fileno())
         # a runner nobody closed (a caller's bug) still leaves no server behind
-        self._finalizer = weakref.finalize(self, _shut, proc, sandbox, workdir)
+        self._finalizer = weakref.finalize(self, _shut, proc, sandbox, workdir, self._reader)
         self.started += 1
 
     def close(self) -> None:
@@ -118,54 +145,63 @@ class ForkServer:
         finalizer, self._finalizer = self._finalizer, None
         if finalizer is not None:
             finalizer()
-        self._proc = self._sandbox = self._workdir = None
+        self._proc = self._sandbox = self._reader = None
 
     # ------------------------------------------------------------------ one request
 
     def __call__(self, request: bytes, timeout: float) -> RunOutput:
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._stop()
-                self._starter.submit(self._start).result()
-            assert self._proc is not None and self._sandbox is not None
-            cpu_before = self._sandbox.cpu_seconds()
-            try:
-                header, stdout, stderr = self._exchange(request, timeout, cpu_before)
-            except _Broken as broken:
-                tail = self._stderr_tail()
-                self._stop()
-                return RunOutput(b"", tail, str(broken))
-            ended = self._ended(header, stderr)
-            if ended is not None or not header.get("clean"):
-                self._stop()
-            return RunOutput(stdout, _tail(stderr), ended)
+            if self._fallback is None:
+                if self._proc is None or self._proc.poll() is not None:
+                    self._stop()
+                    self._starter.submit(self._start).result()
+                try:
+                    return self._request(request, timeout)
+                except _Unsupported:
+                    self._stop()
+                    self._fallback = make_runner(
+                        self._factory, self._dataset, self._stage_as, self._tmp_root
+                    )
+            return self._fallback(request, timeout)
+
+    def _request(self, request: bytes, timeout: float) -> RunOutput:
+        try:
+            end, stdout, stderr, oom_before, memory_before = self._exchange(request, timeout)
+        except _Broken as broken:
+            tail = self._reader.server_stderr() if self._reader is not None else ""
+            self._stop()
+            return RunOutput(b"", tail, str(broken))
+        ended = self._ended(end, stderr, oom_before)
+        group = self._sandbox.cgroup()
+        memory = group.memory_bytes() if group is not None else None
+        # memory the run left charged to the sandbox (e.g. held by sockets in flight)
+        left = memory - memory_before if memory is not None and memory_before is not None else 0
+        limits = self._limits
+        assert limits is not None
+        most = min(MEMORY_GROWTH, (limits.memory_mb + limits.max_disk_mb) * 2**20 // 8)
+        if ended is not None or not end.get("clean") or left > most:
+            self._stop()
+        return RunOutput(stdout, _tail(stderr), ended)
 
     def _exchange(
-        self, request: bytes, timeout: float, cpu_before: float | None
-    ) -> tuple[dict[str, Any], bytes, bytes]:
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        limits = self._sandbox.limits
-        cap = output_cap_bytes(limits)
-        setup = _setup(request)
-        try:
-            proc.stdin.write(b"%d %d %d\n" % (len(setup), len(request), cap) + setup + request)
-            proc.stdin.flush()
-        except OSError as exc:
-            raise _Broken("the clean process ended before it was asked") from exc
-        deadline = time.monotonic() + timeout
-        reader = _Reader(proc.stdout.fileno())
-        limit = float(limits.cpu_seconds)
-
-        def wait() -> None:
-            now = time.monotonic()
-            if now >= deadline:
-                raise _Broken(f"timeout ({timeout:g} s)")
-            used = self._sandbox.cpu_seconds()
-            if cpu_before is not None and used is not None and used - cpu_before > limit:
-                raise _Broken(f"cpu time limit ({limit:g} s)")
-            reader.wait(min(0.1, deadline - now))
-
+        self, request: bytes, timeout: float
+    ) -> tuple[dict[str, Any], bytes, bytes, int, int | None]:
+        proc, reader, limits = self._proc, self._reader, self._limits
+        assert proc is not None and proc.stdin is not None and reader is not None
+        assert limits is not None
+        setup = _setup(request, limits.cpu_seconds)
+        header = b"%d %d %d\n" % (len(setup), len(request), output_cap_bytes(limits))
+        self._send(header + setup)
+        ready = reader.line(HEADER_BYTES, self._waiter(READY_TIMEOUT, None, "to start"))
+        if ready == b"N":
+            raise _Unsupported
+        if ready != b"R":
+            raise _Broken("the clean process answered something unreadable")
+        group = self._sandbox.cgroup()
+        oom_before = group.oom_kills() if group is not None else 0
+        memory_before = group.memory_bytes() if group is not None else None
+        wait = self._waiter(timeout, self._sandbox.cpu_seconds(), "")
+        self._send(request)
         stdout, stderr = bytearray(), bytearray()
         while True:
             kind, _, rest = reader.line(HEADER_BYTES, wait).partition(b" ")
@@ -176,7 +212,7 @@ class ForkServer:
                     raise _Broken("the clean process answered something unreadable") from exc
                 if not isinstance(end, dict):
                     raise _Broken("the clean process answered something unreadable")
-                return end, bytes(stdout), bytes(stderr)
+                return end, bytes(stdout), bytes(stderr), oom_before, memory_before
             if kind not in (b"O", b"E") or not rest.isdigit() or int(rest) > 1 << 20:
                 raise _Broken("the clean process answered something unreadable")
             piece = reader.exactly(int(rest), wait)
@@ -185,35 +221,53 @@ class ForkServer:
             else:
                 stderr = (stderr + piece)[-STDERR_KEPT:]
 
-    def _ended(self, header: dict[str, Any], stderr: bytes) -> str | None:
-        limits = self._sandbox.limits
-        if header.get("truncated"):
+    def _send(self, data: bytes) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        try:
+            proc.stdin.write(data)
+            proc.stdin.flush()
+        except OSError as exc:
+            raise _Broken("the clean process ended before it was asked") from exc
+
+    def _waiter(self, timeout: float, cpu_before: float | None, what: str) -> Callable[[], None]:
+        """A wait for more output that gives up at `timeout` seconds or past the CPU limit."""
+        deadline = time.monotonic() + timeout
+        limit = float(self._limits.cpu_seconds) if self._limits is not None else float("inf")
+        reader = self._reader
+        assert reader is not None
+
+        def wait() -> None:
+            now = time.monotonic()
+            if now >= deadline:
+                raise _Broken(f"timeout ({timeout:g} s{' ' + what if what else ''})")
+            used = self._sandbox.cpu_seconds()
+            if cpu_before is not None and used is not None and used - cpu_before > limit:
+                raise _Broken(f"cpu time limit ({limit:g} s)")
+            reader.wait(min(0.1, deadline - now))
+
+        return wait
+
+    def _ended(self, end: dict[str, Any], stderr: bytes, oom_before: int) -> str | None:
+        limits = self._limits
+        assert limits is not None
+        if end.get("truncated"):
             return f"output limit ({limits.max_output_mb} MB)"
-        signum = header.get("signal")
+        signum = end.get("signal")
         if isinstance(signum, int):
             group = self._sandbox.cgroup()
-            oom = group is not None and group.oom_killed()
+            oom = group is not None and group.oom_kills() > oom_before
             return exit_reason(limits, -signum, stderr, oom_killed=oom) or describe_signal(signum)
-        code = header.get("exit")
+        code = end.get("exit")
         if isinstance(code, int) and code != 0:
             return exit_reason(limits, code, stderr) or f"exit code {code}"
         return None
 
-    def _stderr_tail(self) -> str:
-        """What the server itself wrote on stderr (it has ended or is about to be killed)."""
-        proc = self._proc
-        if proc is None or proc.stderr is None:
-            return ""
-        with contextlib.suppress(OSError):
-            os.set_blocking(proc.stderr.fileno(), False)
-            data = proc.stderr.read(65536) or b""
-            return _tail(data)
-        return ""
 
-
-def _shut(proc: subprocess.Popen[bytes], sandbox: Any, workdir: Path) -> None:
+def _shut(proc: subprocess.Popen[bytes], sandbox: Any, workdir: Path, reader: _Reader) -> None:
     reap(proc)
     sandbox.close()
+    reader.close()
     shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -223,20 +277,34 @@ def _tail(stderr: bytes) -> str:
 
 
 class _Reader:
-    """Reads a pipe in pieces, calling `wait` (which raises to give up) while it is empty."""
+    """Reads the server's answers in pieces, calling `wait` (which raises to give up) while
+    none is there, and keeps the tail of what the server itself writes on stderr."""
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(self, fd: int, err_fd: int) -> None:
+        self._fd, self._err_fd = fd, err_fd
         self._buffer = bytearray()
+        self._err = bytearray()
         self._selector = selectors.DefaultSelector()
         self._selector.register(fd, selectors.EVENT_READ)
+        self._selector.register(err_fd, selectors.EVENT_READ)
 
     def wait(self, seconds: float) -> None:
-        if self._selector.select(timeout=max(seconds, 0.0)):
-            data = os.read(self._fd, 1 << 20)
-            if not data:
+        for key, _ in self._selector.select(timeout=max(seconds, 0.0)):
+            data = os.read(key.fd, 1 << 20)
+            if key.fd == self._err_fd:
+                if not data:
+                    self._selector.unregister(key.fd)
+                self._err = (self._err + data)[-STDERR_KEPT:]
+            elif not data:
                 raise _Broken("the clean process ended")
-            self._buffer += data
+            else:
+                self._buffer += data
+
+    def server_stderr(self) -> str:
+        """The last lines the server wrote on stderr (it has ended or is about to be)."""
+        with contextlib.suppress(OSError, ValueError, _Broken):
+            self.wait(0.05)
+        return _tail(bytes(self._err))
 
     def line(self, limit: int, wait: Callable[[], None]) -> bytes:
         while b"\n" not in self._buffer:
@@ -253,3 +321,6 @@ class _Reader:
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data
+
+    def close(self) -> None:
+        self._selector.close()

@@ -127,8 +127,13 @@ def main() -> None:
 # /dev/shm and the working folder's writable entries are emptied; and the server is not
 # dumpable, so a child can neither trace it nor open its memory or pipes.
 #
-# In: b"<setup length> <request length> <output cap>\n", the setup (JSON: codec, task and the
-# payload for the task's prepare(); nothing of the student's), then the request (main()'s),
+# Each child also gets a user, IPC and network namespace of its own (System V and POSIX IPC,
+# abstract sockets, loopback ports and the user keyring die with it) and its own CPU-time
+# limit. A server that cannot make those namespaces says b"N\n" and exits.
+#
+# In: b"<setup length> <request length> <output cap>\n", the setup (JSON: codec, task, the
+# payload for the task's prepare() and the CPU-time limit; nothing of the student's), then,
+# once the server has said b"R\n" (ready: started, task prepared), the request (main()'s),
 # which only the child reads. Out: pieces b"O <n>\n" + n bytes of the child's stdout and
 # b"E <n>\n" + n bytes of its stderr, then b"S <json>\n": {"exit": code | null, "signal": n |
 # null, "truncated": bool, "clean": bool}. "clean": false means something could not be
@@ -169,14 +174,43 @@ def _read_header(fd: int) -> list[int] | None:
     return [int(x) for x in line.split()]
 
 
-def _child(size: int, codec: Any, task: Any, out_w: int, err_w: int) -> None:
+CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x08000000, 0x10000000, 0x40000000
+
+
+def _own_namespaces() -> None:
+    """A user, IPC and network namespace of this process's own: the System V and POSIX IPC
+    objects, abstract sockets and loopback ports it makes die with it, and a user keyring of
+    its own. Same uid and gid inside; the loopback interface up, as in the sandbox."""
+    import ctypes
+    import fcntl
+    import socket
+    import struct
+
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare failed")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as handle:
+            handle.write(text)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, 0x8913, struct.pack("16sH", b"lo", 0)))[1]
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))  # SIOCSIFFLAGS IFF_UP
+
+
+def _child(setup: dict[str, Any], size: int, codec: Any, task: Any, out_w: int, err_w: int) -> None:
     """In the forked child: read the request, keep only our pipes, run the student's code."""
     import fcntl
+    import resource
     import signal
 
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(signum, signal.SIG_DFL)
+        _not_dumpable(1)  # an ordinary process again (it may write its /proc/self maps)
+        _own_namespaces()
+        cpu = int(setup["cpu_seconds"])  # the server's own limit is its life's, not a run's
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         request = json.loads(_read_exactly(0, size))
         out_w, err_w = fcntl.fcntl(out_w, fcntl.F_DUPFD, 64), fcntl.fcntl(err_w, fcntl.F_DUPFD, 64)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -188,11 +222,13 @@ def _child(size: int, codec: Any, task: Any, out_w: int, err_w: int) -> None:
         sys.stdin = open(0, closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
         out = os.fdopen(3, "w", encoding="utf-8")
-        _not_dumpable(1)  # an ordinary process again: nothing else runs here now
         _run_request(request, codec, task, out)
         out.flush()
         sys.stderr.flush()
     except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+            sys.stderr.flush()
         os._exit(70)
     os._exit(0)
 
@@ -224,7 +260,8 @@ def _relay(pid: int, out_r: int, err_r: int, answers: int, cap: int) -> tuple[in
                 continue
             if sent + n > cap:
                 truncated = True
-                os.kill(pid, signal.SIGKILL)
+                if status is None:
+                    os.kill(pid, signal.SIGKILL)
                 n = max(cap - sent, 0)
             _write_all(answers, key.data + b" %d\n" % n)
             _write_all(answers, view[:n])
@@ -250,6 +287,17 @@ def _others() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
 
 
+def _collect_sockets() -> None:
+    """Have the kernel collect Unix sockets left passing each other's descriptors (in
+    flight, they would keep what they carry, e.g. memory files, with no process left): its
+    garbage collector runs when a socket that held descriptors in flight is closed."""
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        socket.send_fds(a, [b"x"], [a.fileno()])
+
+
 def _clear(home: str, keep: set[str]) -> bool:
     """Kill every other process here and empty the writable places; False if something
     could not be cleared (said on stderr)."""
@@ -268,6 +316,8 @@ def _clear(home: str, keep: set[str]) -> bool:
             print(f"server: processes left: {_others()}", file=sys.stderr)
             return False
         time.sleep(0.01)
+
+    _collect_sockets()
 
     def unlock(_func: Any, path: str, _exc: Any) -> None:
         with contextlib.suppress(OSError):  # (not ours when it is a mount point)
@@ -295,10 +345,23 @@ def _clear(home: str, keep: set[str]) -> bool:
                     shutil.rmtree(path, onerror=unlock)
                 else:
                     os.unlink(path)
-            except OSError as exc:
+            except Exception as exc:  # e.g. RecursionError in a very deep tree
                 print(f"server: cannot remove {path}: {exc}", file=sys.stderr)
                 ok = False
     return ok
+
+
+def _namespaces_work() -> bool:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _not_dumpable(1)
+            _own_namespaces()
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    return os.waitpid(pid, 0)[1] == 0
 
 
 def serve() -> None:
@@ -307,6 +370,9 @@ def serve() -> None:
     keep = set(os.listdir(home))  # the read-only entries the grader staged
     answers = os.dup(1)
     os.dup2(2, 1)
+    if not _namespaces_work():  # the grader then starts a process per run instead
+        _write_all(answers, b"N\n")
+        return
     modules: dict[tuple[str, str], Any] = {}
     while True:
         header = _read_header(0)
@@ -317,24 +383,27 @@ def serve() -> None:
         codec = modules.get(("codec", setup["codec"]))
         if codec is None:
             codec = modules["codec", setup["codec"]] = _module("grader_codec", setup["codec"])
-        task = modules.get(("task", setup["task"])) if setup["task"] else None
-        if setup["task"] and task is None:
-            try:  # instructor code: on failure the child runs it and reports the error
-                task = _module("task", setup["task"])
-                prepare = getattr(task, "prepare", None)
+        key = ("task", setup["task"])
+        if setup["task"] and key not in modules:
+            modules[key] = None  # a task that fails here is run by each child instead
+            try:
+                prepared = _module("task", setup["task"])
+                prepare = getattr(prepared, "prepare", None)
                 if callable(prepare):
                     prepare(_decode(codec, setup["payload"]))
-                modules["task", setup["task"]] = task
+                modules[key] = prepared
             except Exception:
                 traceback.print_exc()
-                task = None
+        task = modules.get(key) if setup["task"] else None
+        limits = {"cpu_seconds": setup["cpu_seconds"]}
         del setup
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         sys.stderr.flush()
+        _write_all(answers, b"R\n")  # ready: the grader's clock for this run starts now
         pid = os.fork()
         if pid == 0:
-            _child(size, codec, task, out_w, err_w)
+            _child(limits, size, codec, task, out_w, err_w)
         os.close(out_w)
         os.close(err_w)
         status, truncated = _relay(pid, out_r, err_r, answers, cap)

@@ -1,6 +1,7 @@
 """The fork server for the clean process, for real under bubblewrap: a child per request,
 prepared once, and nothing of one student's left for the next."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ def server(spec, tmp_path):
         pytest.skip("the fork server needs bubblewrap")
     server = ForkServer(factory, None, None, tmp_path)
     yield server
+    assert server.forking  # every run was forked, none started afresh
     server.close()
 
 
@@ -154,12 +156,14 @@ def test_the_server_cannot_be_traced_or_read(ctx):
     }
 
 
-def test_a_child_that_kills_the_server_costs_only_its_own_result(ctx, server):
-    killer = call(ctx, "import os, signal\ndef f():\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 1")
+def test_a_child_that_ends_the_server_costs_only_its_own_result(ctx, server):
+    killer = call(ctx, "import os, signal\ndef f():\n    os.kill(os.getppid(), signal.SIGKILL)")
     assert not killer.ok and "no result came back" in (killer.error or "")
+    quitter = call(ctx, "import os\ndef f():\n    os._exit(3)")
+    assert not quitter.ok and "exit code 3" in (quitter.error or "")
     after = call(ctx, "def f(x):\n    return x * 2", 21)
     assert after.ok and after.value == 42
-    assert server.started == 2
+    assert server.started == 3  # each unclean end replaced the server
 
 
 def test_a_task_is_prepared_once_and_shared_by_every_child(ctx, server, tmp_path):
@@ -180,3 +184,87 @@ def test_a_task_is_prepared_once_and_shared_by_every_child(ctx, server, tmp_path
     assert len({first[0], first[1], second[1]}) == 3  # each run a child of its own
     assert first[2] == second[2] == 60
     assert server.started == 1
+
+
+# System V shared memory and a message queue, a listening abstract socket, and 200 MB of
+# memory files held only by Unix sockets passing each other's descriptors (no process left).
+LEAVE_IPC = """
+import ctypes, mmap, os, socket
+def f():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    shm = libc.shmget(0x5EC4E7, 4096, 0o1666)
+    ctypes.memmove(libc.shmat(shm, None, 0), b"from A", 6)
+    queue = libc.msgget(0x5EC4E8, 0o1666)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind("\\0left-by-a")
+    listener.listen()
+    os.set_inheritable(listener.fileno(), True)
+    if os.fork() == 0:
+        os.setsid()
+        import time
+        time.sleep(300)
+    fds = []
+    for _ in range(2):
+        fd = os.memfd_create("x")
+        os.ftruncate(fd, 100 << 20)
+        with mmap.mmap(fd, 100 << 20) as m:
+            for off in range(0, 100 << 20, 1 << 20):
+                m[off:off + (1 << 20)] = b"1" * (1 << 20)
+        fds.append(fd)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    socket.send_fds(a, [b"x"], [*fds, a.fileno(), b.fileno()])
+    return [shm >= 0, queue >= 0]
+"""
+FIND_IPC = """
+import ctypes, os, resource, socket
+def f():
+    libc = ctypes.CDLL(None, use_errno=True)
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect("\\0left-by-a")
+        connected = True
+    except OSError:
+        connected = False
+    big = bytearray(300 << 20)  # the memory A hid is gone too
+    return {
+        "shm": libc.shmget(0x5EC4E7, 0, 0), "queue": libc.msgget(0x5EC4E8, 0),
+        "socket": connected, "big": len(big) >> 20,
+        "cpu": list(resource.getrlimit(resource.RLIMIT_CPU)),
+    }
+"""
+
+
+def test_ipc_objects_sockets_and_hidden_memory_do_not_outlive_a_child(spec, tmp_path):
+    limits = dataclasses.replace(spec.sandbox, memory_mb=400, max_disk_mb=16)
+
+    def factory(workdir: Path):
+        return sb.Sandbox(limits=limits, workdir=workdir, hidden=[spec.root.resolve()])
+
+    server = ForkServer(factory, None, None, tmp_path)
+    ctx = CheckContext(spec, None, tmp_path / "cache", server)
+    try:
+        left = call(ctx, LEAVE_IPC)
+        assert left.ok and left.value == [True, True], left.error
+        found = call(ctx, FIND_IPC)
+        assert found.ok, found.error
+        cpu = limits.cpu_seconds
+        assert found.value == {
+            "shm": -1, "queue": -1, "socket": False, "big": 300, "cpu": [cpu, cpu + 5]
+        }
+        assert server.forking  # (the server may have been replaced if memory stayed held)
+    finally:
+        server.close()
+
+
+def test_starting_and_preparing_are_not_counted_against_a_run(ctx, tmp_path):
+    task = tmp_path / "task.py"
+    task.write_text(
+        "import time\n"
+        "def prepare(payload):\n"
+        "    time.sleep(3)\n"
+        "def run(namespace, payload):\n"
+        "    return namespace['f']()\n"
+    )
+    answer = Answer(Question(id="f", kind="function", points=1), True, None, "def f():\n    return 7")
+    assert ctx.run_task(answer, task, {}, timeout=2) == 7

@@ -29,6 +29,7 @@ def ctx(request, spec, tmp_path):
         pytest.skip("the fork server needs bubblewrap")
     server = ForkServer(factory, None, None, tmp_path)
     yield CheckContext(spec, None, tmp_path / "cache", server)
+    assert server.forking
     server.close()
 
 

@@ -127,13 +127,25 @@ class Cgroup:
 
     def oom_killed(self) -> bool:
         """Whether the group's memory limit killed a process."""
+        return self.oom_kills() > 0
+
+    def oom_kills(self) -> int:
+        """How many processes the group's memory limit has killed so far."""
         name = "memory.events" if self.version == "v2" else "memory.oom_control"
         with contextlib.suppress(OSError, KeyError, ValueError):
             for line in (self.dirs["memory"] / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
-        return False
+                if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def memory_bytes(self) -> int | None:
+        """Memory charged to the group now (its processes, tmpfs files, kernel buffers)."""
+        name = "memory.current" if self.version == "v2" else "memory.usage_in_bytes"
+        try:
+            return int((self.dirs["memory"] / name).read_text())
+        except (OSError, KeyError, ValueError):
+            return None
 
     def kill(self, timeout: float = 5.0) -> bool:
         """SIGKILL every process in the group until none is left; True if it emptied."""
