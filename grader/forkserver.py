@@ -66,6 +66,10 @@ class _Unsupported(Exception):
     """The server cannot give its children namespaces of their own here."""
 
 
+class _NotStarted(Exception):
+    """The child failed before the student's code began (the machine's failure)."""
+
+
 class ForkServer:
     """A Runner (request bytes, timeout) -> RunOutput backed by one long-lived server; where
     the server cannot isolate its children it says so once, and every later run is started
@@ -90,6 +94,8 @@ class ForkServer:
         self._reader: _Reader | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._fallback: Runner | None = None
+        self._ever_ready = False  # a server here has once run a child
+        self._fresh: int | None = None  # the sandbox's memory with the server fresh
         # bwrap dies with the thread that started it (PR_SET_PDEATHSIG): one thread that
         # lives as long as this runner starts every server.
         self._starter = cf.ThreadPoolExecutor(1, thread_name_prefix="grader-forkserver")
@@ -146,46 +152,67 @@ class ForkServer:
         if finalizer is not None:
             finalizer()
         self._proc = self._sandbox = self._reader = None
+        self._fresh = None
 
     # ------------------------------------------------------------------ one request
 
     def __call__(self, request: bytes, timeout: float) -> RunOutput:
         with self._lock:
             if self._fallback is None:
-                if self._proc is None or self._proc.poll() is not None:
-                    self._stop()
-                    self._starter.submit(self._start).result()
-                try:
-                    return self._request(request, timeout)
-                except _Unsupported:
-                    self._stop()
-                    self._fallback = make_runner(
-                        self._factory, self._dataset, self._stage_as, self._tmp_root
-                    )
+                for _attempt in range(2):  # a child the machine failed is tried once more
+                    if self._proc is None or self._proc.poll() is not None:
+                        self._stop()
+                        self._starter.submit(self._start).result()
+                    try:
+                        output = self._request(request, timeout)
+                    except _Unsupported:
+                        self._stop()
+                        if self._ever_ready:  # a passing failure: this run starts afresh
+                            return self._plain()(request, timeout)
+                        self._fallback = self._plain()
+                        break
+                    except _NotStarted:
+                        self._stop()
+                        continue
+                    self._ever_ready = True
+                    return output
+                else:
+                    return self._plain()(request, timeout)
+            assert self._fallback is not None
             return self._fallback(request, timeout)
+
+    def _plain(self) -> Runner:
+        """A process started for the run, as without a server (grader/clean.py)."""
+        return make_runner(self._factory, self._dataset, self._stage_as, self._tmp_root)
 
     def _request(self, request: bytes, timeout: float) -> RunOutput:
         try:
-            end, stdout, stderr, oom_before, memory_before = self._exchange(request, timeout)
+            end, stdout, stderr, oom_before = self._exchange(request, timeout)
         except _Broken as broken:
             tail = self._reader.server_stderr() if self._reader is not None else ""
             self._stop()
             return RunOutput(b"", tail, str(broken))
+        if end.get("started") is False:
+            raise _NotStarted
         ended = self._ended(end, stderr, oom_before)
-        group = self._sandbox.cgroup()
-        memory = group.memory_bytes() if group is not None else None
-        # memory the run left charged to the sandbox (e.g. held by sockets in flight)
-        left = memory - memory_before if memory is not None and memory_before is not None else 0
-        limits = self._limits
-        assert limits is not None
-        most = min(MEMORY_GROWTH, (limits.memory_mb + limits.max_disk_mb) * 2**20 // 8)
-        if ended is not None or not end.get("clean") or left > most:
+        if ended is not None or not end.get("clean") or self._memory_left():
             self._stop()
         return RunOutput(stdout, _tail(stderr), ended)
 
+    def _memory_left(self) -> bool:
+        """Whether more memory than allowed stays charged to the sandbox compared with the
+        server just started (or just prepared): e.g. held by a kernel object of a child's."""
+        group = self._sandbox.cgroup()
+        memory = group.memory_bytes() if group is not None else None
+        limits = self._limits
+        if memory is None or self._fresh is None or limits is None:
+            return False
+        most = min(MEMORY_GROWTH, (limits.memory_mb + limits.max_disk_mb) * 2**20 // 8)
+        return bool(memory - self._fresh > most)
+
     def _exchange(
         self, request: bytes, timeout: float
-    ) -> tuple[dict[str, Any], bytes, bytes, int, int | None]:
+    ) -> tuple[dict[str, Any], bytes, bytes, int]:
         proc, reader, limits = self._proc, self._reader, self._limits
         assert proc is not None and proc.stdin is not None and reader is not None
         assert limits is not None
@@ -195,11 +222,12 @@ class ForkServer:
         ready = reader.line(HEADER_BYTES, self._waiter(READY_TIMEOUT, None, "to start"))
         if ready == b"N":
             raise _Unsupported
-        if ready != b"R":
+        if ready not in (b"R", b"R prepared"):
             raise _Broken("the clean process answered something unreadable")
         group = self._sandbox.cgroup()
         oom_before = group.oom_kills() if group is not None else 0
-        memory_before = group.memory_bytes() if group is not None else None
+        if self._fresh is None or ready == b"R prepared":
+            self._fresh = group.memory_bytes() if group is not None else None
         wait = self._waiter(timeout, self._sandbox.cpu_seconds(), "")
         self._send(request)
         stdout, stderr = bytearray(), bytearray()
@@ -212,7 +240,7 @@ class ForkServer:
                     raise _Broken("the clean process answered something unreadable") from exc
                 if not isinstance(end, dict):
                     raise _Broken("the clean process answered something unreadable")
-                return end, bytes(stdout), bytes(stderr), oom_before, memory_before
+                return end, bytes(stdout), bytes(stderr), oom_before
             if kind not in (b"O", b"E") or not rest.isdigit() or int(rest) > 1 << 20:
                 raise _Broken("the clean process answered something unreadable")
             piece = reader.exactly(int(rest), wait)

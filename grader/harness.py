@@ -133,11 +133,13 @@ def main() -> None:
 #
 # In: b"<setup length> <request length> <output cap>\n", the setup (JSON: codec, task, the
 # payload for the task's prepare() and the CPU-time limit; nothing of the student's), then,
-# once the server has said b"R\n" (ready: started, task prepared), the request (main()'s),
+# once the server has said b"R\n" (ready: started, task prepared; b"R prepared\n" when it
+# has just prepared a task), the request (main()'s),
 # which only the child reads. Out: pieces b"O <n>\n" + n bytes of the child's stdout and
 # b"E <n>\n" + n bytes of its stderr, then b"S <json>\n": {"exit": code | null, "signal": n |
-# null, "truncated": bool, "clean": bool}. "clean": false means something could not be
-# cleared: the server exits after saying so.
+# null, "truncated": bool, "clean": bool, "started": bool}. "clean": false means something
+# could not be cleared or restored (the server exits after saying so); "started": false that
+# the child failed before the student's code began (the machine's failure: the grader retries).
 
 PIECE = 65536
 
@@ -198,8 +200,12 @@ def _own_namespaces() -> None:
         fcntl.ioctl(sock, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))  # SIOCSIFFLAGS IFF_UP
 
 
-def _child(setup: dict[str, Any], size: int, codec: Any, task: Any, out_w: int, err_w: int) -> None:
-    """In the forked child: read the request, keep only our pipes, run the student's code."""
+def _child(
+    setup: dict[str, Any], size: int, codec: Any, task: Any, out_w: int, err_w: int, go_w: int
+) -> None:
+    """In the forked child: read the request, keep only our pipes, run the student's code
+    (after saying so on `go_w`: a child that fails before is the machine's failure, not the
+    student's)."""
     import fcntl
     import resource
     import signal
@@ -212,16 +218,19 @@ def _child(setup: dict[str, Any], size: int, codec: Any, task: Any, out_w: int, 
         cpu = int(setup["cpu_seconds"])  # the server's own limit is its life's, not a run's
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         request = json.loads(_read_exactly(0, size))
-        out_w, err_w = fcntl.fcntl(out_w, fcntl.F_DUPFD, 64), fcntl.fcntl(err_w, fcntl.F_DUPFD, 64)
+        out_w, err_w, go_w = (fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (out_w, err_w, go_w))
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(err_w, 1)
         os.dup2(err_w, 2)
         os.dup2(out_w, 3)
-        os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+        os.dup2(go_w, 4)
+        os.closerange(5, os.sysconf("SC_OPEN_MAX"))
         sys.stdin = open(0, closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
         out = os.fdopen(3, "w", encoding="utf-8")
+        os.write(4, b"G")
+        os.close(4)
         _run_request(request, codec, task, out)
         out.flush()
         sys.stderr.flush()
@@ -351,6 +360,38 @@ def _clear(home: str, keep: set[str]) -> bool:
     return ok
 
 
+def _own_state() -> list[Any]:
+    """What a child could change of the server from outside with the same uid (limits,
+    priority, scheduling, CPUs), and the keys the uid can see: the server compares it after
+    each child and is replaced when it changed."""
+    import resource
+
+    limits = [resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_")]
+    return [
+        limits,
+        os.getpriority(os.PRIO_PROCESS, 0),
+        os.sched_getscheduler(0),
+        sorted(os.sched_getaffinity(0)),
+    ]
+
+
+def _keys() -> int:
+    """How many keys this uid can see (a child's are collected shortly after it ends)."""
+    try:
+        with open("/proc/keys") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return 0
+
+
+def _settled(keys: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 2
+    while _keys() > keys and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _namespaces_work() -> bool:
     pid = os.fork()
     if pid == 0:
@@ -373,6 +414,7 @@ def serve() -> None:
     if not _namespaces_work():  # the grader then starts a process per run instead
         _write_all(answers, b"N\n")
         return
+    state, keys = _own_state(), _keys()
     modules: dict[tuple[str, str], Any] = {}
     while True:
         header = _read_header(0)
@@ -384,14 +426,16 @@ def serve() -> None:
         if codec is None:
             codec = modules["codec", setup["codec"]] = _module("grader_codec", setup["codec"])
         key = ("task", setup["task"])
+        prepared = b""
         if setup["task"] and key not in modules:
             modules[key] = None  # a task that fails here is run by each child instead
             try:
-                prepared = _module("task", setup["task"])
-                prepare = getattr(prepared, "prepare", None)
+                module = _module("task", setup["task"])
+                prepare = getattr(module, "prepare", None)
                 if callable(prepare):
                     prepare(_decode(codec, setup["payload"]))
-                modules[key] = prepared
+                    prepared = b" prepared"
+                modules[key] = module
             except Exception:
                 traceback.print_exc()
         task = modules.get(key) if setup["task"] else None
@@ -399,23 +443,34 @@ def serve() -> None:
         del setup
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        go_r, go_w = os.pipe()
         sys.stderr.flush()
-        _write_all(answers, b"R\n")  # ready: the grader's clock for this run starts now
+        _write_all(answers, b"R" + prepared + b"\n")  # ready: the run's clock starts now
         pid = os.fork()
         if pid == 0:
-            _child(limits, size, codec, task, out_w, err_w)
-        os.close(out_w)
-        os.close(err_w)
+            _child(limits, size, codec, task, out_w, err_w, go_w)
+        for fd in (out_w, err_w, go_w):
+            os.close(fd)
         status, truncated = _relay(pid, out_r, err_r, answers, cap)
-        os.close(out_r)
-        os.close(err_r)
+        os.set_blocking(go_r, False)
+        try:
+            started = os.read(go_r, 1) == b"G"
+        except BlockingIOError:
+            started = False
+        for fd in (out_r, err_r, go_r):
+            os.close(fd)
         os.chdir(home)
         clean = _clear(home, keep)
+        _settled(keys)
+        if _own_state() != state:
+            print("server: a child changed the server's limits or scheduling", file=sys.stderr)
+            clean = False
         end = {
             "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "truncated": truncated,
             "clean": clean,
+            "started": started,
         }
         _write_all(answers, b"S " + json.dumps(end).encode() + b"\n")
         if not clean:

@@ -268,3 +268,29 @@ def test_starting_and_preparing_are_not_counted_against_a_run(ctx, tmp_path):
     )
     answer = Answer(Question(id="f", kind="function", points=1), True, None, "def f():\n    return 7")
     assert ctx.run_task(answer, task, {}, timeout=2) == 7
+
+
+# The server shares the children's uid: prlimit and setpriority reach it by pid.
+CHANGE_THE_SERVER = """
+import os, resource
+def f():
+    server = os.getppid()
+    resource.prlimit(server, resource.RLIMIT_AS, (300 << 20, 300 << 20))
+    os.setpriority(os.PRIO_PROCESS, server, 19)
+    os.sched_setaffinity(server, {0})
+    return "changed"
+"""
+OWN_LIMITS = """
+import os, resource
+def f():
+    return [resource.getrlimit(resource.RLIMIT_AS)[0], os.getpriority(os.PRIO_PROCESS, 0),
+            len(os.sched_getaffinity(0))]
+"""
+
+
+def test_a_child_that_changes_the_server_has_it_replaced(ctx, server):
+    before = call(ctx, OWN_LIMITS)
+    assert call(ctx, CHANGE_THE_SERVER).value == "changed"
+    after = call(ctx, OWN_LIMITS)
+    assert after.ok and after.value == before.value
+    assert server.started == 2
