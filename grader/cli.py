@@ -107,6 +107,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         submission_times=Path(args.submissions_csv) if args.submissions_csv else None,
         course=_course_files(args),
         scheduler=args.scheduler,
+        fork_server=not args.no_fork_server,
     )
     batch = grade_batch(spec, [Path(p) for p in args.submissions], out, options)
     print(summary(spec, batch))
@@ -327,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-disk-mb", type=int, help="size of each private file system")
     p.add_argument("--cpus", type=float, help="CPU quota per submission (with cgroups)")
     p.add_argument("--no-sandbox", action="store_true", help="run student code unprotected")
+    p.add_argument(
+        "--no-fork-server", action="store_true",
+        help="start a clean process for each class or function check (slower)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--submissions-csv", help="submission times: student, file, submitted_at")
     _course_arguments(p)
