@@ -8,8 +8,10 @@ and before the next child starts the server kills every other process of its san
 empties the writable places. The server is not dumpable, so a child can neither trace it nor
 open its memory or pipes. Any run that does not end cleanly (a time or CPU limit, a signal,
 an exit code, output past the cap, a garbled answer) ends the whole server; the next request
-starts a new one. Only under bubblewrap: without a pid namespace of its own the server could
-not tell a child's leftovers from the grader's processes.
+starts a new one. A server that fails before the student's code began (it could not start,
+prepare or fork) is the machine's failure, never the student's result: the run is tried in a
+new server, then in a process started for it. Only under bubblewrap: without a pid namespace
+of its own the server could not tell a child's leftovers from the grader's processes.
 """
 
 from __future__ import annotations
@@ -218,8 +220,11 @@ class ForkServer:
         assert limits is not None
         setup = _setup(request, limits.cpu_seconds)
         header = b"%d %d %d\n" % (len(setup), len(request), output_cap_bytes(limits))
-        self._send(header + setup)
-        ready = reader.line(HEADER_BYTES, self._waiter(READY_TIMEOUT, None, "to start"))
+        try:  # nothing of the student's has run yet: a failure here is the machine's
+            self._send(header + setup)
+            ready = reader.line(HEADER_BYTES, self._waiter(READY_TIMEOUT, None, "to start"))
+        except _Broken as exc:
+            raise _NotStarted from exc
         if ready == b"N":
             raise _Unsupported
         if ready not in (b"R", b"R prepared"):

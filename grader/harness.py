@@ -362,8 +362,8 @@ def _clear(home: str, keep: set[str]) -> bool:
 
 def _own_state() -> list[Any]:
     """What a child could change of the server from outside with the same uid (limits,
-    priority, scheduling, CPUs), and the keys the uid can see: the server compares it after
-    each child and is replaced when it changed."""
+    priority, scheduling, CPUs): the server compares it after each child and, when it
+    changed, says so and is replaced."""
     import resource
 
     limits = [resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_")]

@@ -294,3 +294,17 @@ def test_a_child_that_changes_the_server_has_it_replaced(ctx, server):
     after = call(ctx, OWN_LIMITS)
     assert after.ok and after.value == before.value
     assert server.started == 2
+
+
+def test_a_server_that_fails_before_the_students_code_never_fails_the_student(ctx, server, tmp_path):
+    task = tmp_path / "task.py"
+    task.write_text(
+        "import os\n"
+        "def prepare(payload):\n"
+        "    os._exit(1)  # the server dies before it is ready\n"
+        "def run(namespace, payload):\n"
+        "    return namespace['f']()\n"
+    )
+    answer = Answer(Question(id="f", kind="function", points=1), True, None, "def f():\n    return 7")
+    assert ctx.run_task(answer, task, {}) == 7  # tried in a new server, then started afresh
+    assert server.started == 2
