@@ -139,7 +139,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         checks = sorted(k for k in warm["stages"] if k.startswith("check:"))
         medians = [warm["stages"][s]["median"] for s in names + checks]
         left.barh(names + checks, medians, color="tab:blue", label="grader, median")
-        left.axvline(results["floor"]["median"], color="tab:green", label="floor (whole run)")
+        if results["floor"]["median"]:
+            left.axvline(results["floor"]["median"], color="tab:green", label="floor (whole run)")
         left.set_xlabel("seconds per notebook")
         left.set_title("Where a notebook's grading time goes")
         left.legend()
