@@ -58,16 +58,21 @@ def make_runner(
                 stage_dataset(dataset_path, workdir, stage_as)
             sandbox = sandbox_factory(workdir)
             result = sandbox.run([sys.executable, "-I", "-c", program], input=request, timeout=timeout)
-            err = result.stderr.decode("utf-8", errors="replace") if result.stderr else ""
             ended = getattr(result, "killed_reason", None)
             if ended is None and result.returncode != 0:
                 ended = f"exit code {result.returncode}"
-            tail = "\n".join(err.strip().splitlines()[-3:])
+            tail = last_lines(result.stderr or b"")
             return RunOutput(bytes(result.stdout[:MAX_RESULT_BYTES]), tail, ended)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
     return run
+
+
+def last_lines(stderr: bytes) -> str:
+    """The last three lines of a clean process's stderr, as RunOutput keeps them."""
+    text = stderr.decode("utf-8", errors="replace")
+    return "\n".join(text.strip().splitlines()[-3:])
 
 
 FLOAT_KEY = "__float__"  # a NaN or an infinity given as an argument (JSON cannot hold one)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .clean import HARNESS, MAX_RESULT_BYTES, Runner, RunOutput, make_runner
+from .clean import HARNESS, MAX_RESULT_BYTES, Runner, RunOutput, last_lines, make_runner
 from .errors import ExecutionError, GraderError
 from .sandbox.limits import output_cap_bytes
 from .sandbox.run import describe_signal, exit_reason, reap
@@ -199,7 +199,7 @@ class ForkServer:
         ended = self._ended(end, stderr, oom_before)
         if ended is not None or not end.get("clean") or self._memory_left():
             self._stop()
-        return RunOutput(stdout, _tail(stderr), ended)
+        return RunOutput(stdout, last_lines(stderr), ended)
 
     def _memory_left(self) -> bool:
         """Whether more memory than allowed stays charged to the sandbox compared with the
@@ -304,11 +304,6 @@ def _shut(proc: subprocess.Popen[bytes], sandbox: Any, workdir: Path, reader: _R
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _tail(stderr: bytes) -> str:
-    text = stderr.decode("utf-8", errors="replace")
-    return "\n".join(text.strip().splitlines()[-3:])
-
-
 class _Reader:
     """Reads the server's answers in pieces, calling `wait` (which raises to give up) while
     none is there, and keeps the tail of what the server itself writes on stderr."""
@@ -337,7 +332,7 @@ class _Reader:
         """The last lines the server wrote on stderr (it has ended or is about to be)."""
         with contextlib.suppress(OSError, ValueError, _Broken):
             self.wait(0.05)
-        return _tail(bytes(self._err))
+        return last_lines(bytes(self._err))
 
     def line(self, limit: int, wait: Callable[[], None]) -> bytes:
         while b"\n" not in self._buffer:
