@@ -12,6 +12,7 @@ from grader.authoring import notebook_text
 from grader.cli import main
 from grader.grading import grade_bytes, open_session
 from grader.spec import load_spec
+from notebook_edits import without_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,8 +63,10 @@ def test_the_worked_example_adds_a_graded_question(tmp_path, grading_cache):
 
     spec = load_spec(folder)
     session = open_session(spec, cache_dir=grading_cache)
-    solution = grade_bytes(session, source_path.read_bytes(), student="solution", file="s.ipynb")
-    wrong = nbformat.read(source_path, 4)
+    # without experiments answered: the edited checks.py would train those references again
+    right_text = without_experiments(source_path.read_text(encoding="utf-8"))
+    solution = grade_bytes(session, right_text.encode(), student="solution", file="s.ipynb")
+    wrong = nbformat.reads(right_text, 4)
     for cell in wrong.cells:
         if cell["id"] == "n-parameters-answer":
             cell.source = cell.source.replace("13002", "13000")
@@ -72,4 +75,5 @@ def test_the_worked_example_adds_a_graded_question(tmp_path, grading_cache):
     assert q_right is not None and q_right.points == 1, q_right
     assert q_wrong is not None and q_wrong.points == 0
     assert "Count every weight" in q_wrong.checks[0].message
-    assert solution.total == sum(q.points for q in spec.auto_questions)
+    full = sum(q.points for q in spec.auto_questions)
+    assert solution.total == full - spec.question("experiments").points
