@@ -274,23 +274,65 @@ def fingerprint(spec: AssignmentSpec, settings: str = "") -> str:
 _SESSION: Any = None
 
 
-def _init_worker(spec_root: str, options: dict[str, Any]) -> None:
-    global _SESSION
+_PAGES = ""  # the batch's fingerprint, for the feedback pages drawn here (grader/pages.py)
+
+
+def _init_worker(spec_root: str, options: dict[str, Any], pages: str = "") -> None:
+    global _SESSION, _PAGES
     from .grading import open_session
     from .spec import load_spec
 
     spec = load_spec(Path(spec_root))
     _SESSION = open_session(spec, **options)
+    _PAGES = pages
     _SESSION.start_kernels_ahead()
     # the worker exits through multiprocessing, which runs finalizers, not atexit
     multiprocessing.util.Finalize(_SESSION, _SESSION.close, exitpriority=10)
 
 
 EXECUTED = "_executed"  # the key of the packed executed notebook in a worker's answer
+PAGE = "_page"  # the key of the feedback page drawn by the worker
+
+
+@dataclass
+class Kept:
+    """What the gradebook keeps beside a result: the executed notebook (compressed) and the
+    feedback page drawn for it as (key, compressed HTML)."""
+
+    executed: bytes | None = None
+    page: tuple[str, bytes] | None = None
+
+
+def worker_answer(
+    spec: AssignmentSpec, pages: str, result: SubmissionResult, executed: Any
+) -> dict[str, Any]:
+    """A worker's answer as plain data: the result, the executed notebook packed and, when
+    the batch's fingerprint `pages` is given, the feedback page drawn here."""
+    from .executed import pack
+    from .pages import compress, prerender
+
+    packed = pack(executed) if executed is not None else None
+    page = prerender(spec, pages, result, executed, packed) if pages else None
+    drawn = {"key": page["key"], "html": compress(page["html"])} if page else None
+    return {**result.to_dict(), EXECUTED: packed, PAGE: drawn}
+
+
+def from_answer(data: dict[str, Any]) -> tuple[SubmissionResult, Kept]:
+    """The result and what is kept beside it, from a worker's answer."""
+    data = dict(data)
+    executed = data.pop(EXECUTED, None)
+    page = data.pop(PAGE, None)
+    kept = Kept(executed)
+    if (
+        isinstance(page, dict)
+        and isinstance(page.get("key"), str)
+        and isinstance(page.get("html"), bytes)
+    ):
+        kept.page = (page["key"], page["html"])
+    return SubmissionResult.from_dict(data), kept
 
 
 def _grade_one(sub: Submission, extra: list[str]) -> dict[str, Any]:
-    from .executed import pack
     from .grading import grade_bytes_executed
 
     try:
@@ -307,7 +349,7 @@ def _grade_one(sub: Submission, extra: list[str]) -> dict[str, Any]:
         extra_warnings=extra,
     )
     result.origin = sub.origin()
-    return {**result.to_dict(), EXECUTED: pack(executed) if executed is not None else None}
+    return worker_answer(_SESSION.spec, _PAGES, result, executed)
 
 
 @dataclass
@@ -362,12 +404,14 @@ class Progress:
         sys.stderr.flush()
 
 
-def _pool(jobs: int, spec: AssignmentSpec, options: dict[str, Any]) -> cf.ProcessPoolExecutor:
+def _pool(
+    jobs: int, spec: AssignmentSpec, options: dict[str, Any], pages: str
+) -> cf.ProcessPoolExecutor:
     return cf.ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(str(spec.root), options),
+        initargs=(str(spec.root), options, pages),
     )
 
 
@@ -441,10 +485,11 @@ def grade_batch(
     if todo:
         _check_sandbox(spec, options, batch)
         record = _recorder(book, key, batch, progress, on_result)
+        pages = fingerprint(spec)  # the feedback pages are drawn by the workers (pages.py)
         if options.scheduler:
-            _run_dask(spec, options.scheduler, todo, extra, worker_options, record)
+            _run_dask(spec, options.scheduler, todo, extra, worker_options, pages, record)
         else:
-            _run_pool(spec, todo, extra, worker_options, options.jobs, record)
+            _run_pool(spec, todo, extra, worker_options, options.jobs, pages, record)
     results = apply_manual(spec, book.current_results(), book)
     results, course = finish_results(spec, results, out, options.course)
     batch.warnings += course.warnings
@@ -493,8 +538,8 @@ def _check_sandbox(spec: AssignmentSpec, options: BatchOptions, batch: BatchResu
         sys.stderr.write(f"warning: {warning}\n")
 
 
-# record(submission, result, cacheable, packed executed notebook or None)
-Record = Callable[[Submission, SubmissionResult, bool, bytes | None], None]
+# record(submission, result, cacheable, what is kept beside it)
+Record = Callable[[Submission, SubmissionResult, bool, Kept], None]
 
 
 def _recorder(
@@ -507,13 +552,11 @@ def _recorder(
     """Where every result goes, whichever backend graded it: the gradebook, the counts, the
     progress bar. Only the instructor's process calls it."""
 
-    def record(
-        sub: Submission, result: SubmissionResult, cacheable: bool, executed: bytes | None
-    ) -> None:
+    def record(sub: Submission, result: SubmissionResult, cacheable: bool, kept: Kept) -> None:
         # A failure of the grader itself is kept (nothing is lost) but not cached, so the
         # next run grades that submission again.
         prefix = "" if cacheable else "uncached:"
-        book.save(result, f"{prefix}{key}:{result.content_hash}", executed)
+        book.save(result, f"{prefix}{key}:{result.content_hash}", kept.executed, kept.page)
         batch.graded += 1
         if result.status == R.ERROR:
             batch.failed += 1
@@ -530,6 +573,7 @@ def _run_dask(
     todo: list[Submission],
     extra: dict[str, list[str]],
     worker_options: dict[str, Any],
+    pages: str,
     record: Record,
 ) -> None:
     """One Dask task per submission; its bytes travel with it (see grader/cluster.py)."""
@@ -545,17 +589,15 @@ def _run_dask(
         jobs.append((sub, raw, warnings))
 
     def with_origin(sub: Submission, data: dict[str, Any], cacheable: bool) -> None:
-        data = dict(data)
-        executed = data.pop(EXECUTED, None)
-        result = SubmissionResult.from_dict(data)
-        result.origin = sub.origin()
-        record(sub, result, cacheable and not result.grader_failed, executed)
+        result, kept = from_answer(data)
+        result.origin = sub.origin()  # as the worker was told: the page drawn there stays valid
+        record(sub, result, cacheable and not result.grader_failed, kept)
 
     def failed(sub: Submission, why: str) -> None:
         error = _error_result(spec, sub, f"grading failed on the cluster: {why}")
-        record(sub, error, False, None)
+        record(sub, error, False, Kept())
 
-    run_on_dask(scheduler, spec, jobs, worker_options, with_origin, failed)
+    run_on_dask(scheduler, spec, jobs, worker_options, pages, with_origin, failed)
 
 
 def _run_pool(
@@ -564,26 +606,25 @@ def _run_pool(
     extra: dict[str, list[str]],
     worker_options: dict[str, Any],
     jobs: int,
+    pages: str,
     record: Record,
 ) -> None:
     def collect(
         sub: Submission, future: cf.Future[dict[str, Any]]
-    ) -> tuple[SubmissionResult, bytes | None]:
+    ) -> tuple[SubmissionResult, Kept]:
         try:
-            data = dict(future.result())
-            executed = data.pop(EXECUTED, None)
-            return SubmissionResult.from_dict(data), executed
+            return from_answer(future.result())
         except GraderError as exc:
-            return _error_result(spec, sub, f"grading failed: {exc}"), None
+            return _error_result(spec, sub, f"grading failed: {exc}"), Kept()
 
     suspects: dict[str, tuple[Submission, str]] = {}
-    pool = _pool(max(1, min(jobs, len(todo))), spec, worker_options)
+    pool = _pool(max(1, min(jobs, len(todo))), spec, worker_options, pages)
     try:
         futures = {pool.submit(_grade_one, sub, extra.get(sub.student, [])): sub for sub in todo}
         for future in cf.as_completed(futures):
             sub = futures[future]
             try:
-                result, executed = collect(sub, future)
+                result, kept = collect(sub, future)
             except cf.process.BrokenProcessPool:
                 suspects[sub.student] = (sub, "the grading worker process crashed")
                 continue
@@ -595,27 +636,25 @@ def _run_pool(
                     one_line(_describe(exc)),
                 )
                 continue
-            record(sub, result, not result.grader_failed, executed)
+            record(sub, result, not result.grader_failed, kept)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     # A worker process died or the grader failed (not the student's kernel: the grader
     # itself). Retry those submissions one at a time in a fresh worker, so only one that
     # fails again is marked, and its reason kept.
     for sub, first in suspects.values():
-        pool = _pool(1, spec, worker_options)
+        pool = _pool(1, spec, worker_options, pages)
         try:
-            result, executed = collect(
-                sub, pool.submit(_grade_one, sub, extra.get(sub.student, []))
-            )
+            result, kept = collect(sub, pool.submit(_grade_one, sub, extra.get(sub.student, [])))
             result.log.append(f"graded on the second try; the first failed: {first}")
-            record(sub, result, not result.grader_failed, executed)
+            record(sub, result, not result.grader_failed, kept)
         except cf.process.BrokenProcessPool:
             message = "the grading worker process crashed on this submission (twice)"
-            record(sub, _error_result(spec, sub, message), False, None)
+            record(sub, _error_result(spec, sub, message), False, Kept())
         except Exception as exc:
             error = _error_result(spec, sub, f"internal grader error: {_describe(exc)}")
             error.log.append(_traceback(exc))
-            record(sub, error, False, None)
+            record(sub, error, False, Kept())
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -119,11 +119,14 @@ def grade_task(
     file: str,
     submitted_at: str,
     extra: list[str],
+    origin: dict[str, Any] | None = None,
+    pages: str = "",
 ) -> dict[str, Any]:
     """Runs on a worker: grade one submission's bytes; the result as plain data, with the
-    executed notebook packed under batch.EXECUTED as a local worker returns it."""
-    from .batch import EXECUTED
-    from .executed import pack
+    executed notebook and its feedback page as a local worker returns them
+    (batch.worker_answer). `origin`: where the submission came from, as the instructor's
+    process records it (the page drawn here shows the result as recorded)."""
+    from .batch import worker_answer
     from .grading import grade_bytes_executed
 
     session = _session(bundle, options)
@@ -136,7 +139,9 @@ def grade_task(
     if session.sandbox_warning:
         result.warnings.append(f"on worker {where}: {session.sandbox_warning}")
     result.log.append(f"graded on worker {where}")
-    return {**result.to_dict(), EXECUTED: pack(executed) if executed is not None else None}
+    if origin is not None:
+        result.origin = origin
+    return worker_answer(session.spec, pages, result, executed)
 
 
 def _worker_name() -> str:
@@ -194,6 +199,7 @@ def run_on_dask(
     spec: AssignmentSpec,
     jobs: list[tuple[Any, bytes, list[str]]],
     options: dict[str, Any],
+    pages: str,
     record: Callable[[Any, dict[str, Any], bool], None],
     failed: Callable[[Any, str], None],
 ) -> None:
@@ -216,6 +222,8 @@ def run_on_dask(
                 sub.label,
                 sub.mtime.isoformat(timespec="seconds"),  # as batch._when
                 extra,
+                sub.origin(),
+                pages,
                 pure=False,
             )
             futures[future] = sub

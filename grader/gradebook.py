@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS executed (
     notebook  BLOB NOT NULL,
     PRIMARY KEY (student, cache_key)
 );
+CREATE TABLE IF NOT EXISTS pages (
+    student  TEXT PRIMARY KEY,
+    page_key TEXT NOT NULL,
+    html     BLOB NOT NULL
+);
 """
 # Columns added after the first release: (table, column, declaration). Opening an older
 # gradebook adds them; nothing is rewritten.
@@ -123,13 +128,22 @@ class Gradebook:
         else:
             self._db.execute("COMMIT")
 
-    def save(self, result: SubmissionResult, cache_key: str, executed: bytes | None = None) -> None:
+    def save(
+        self,
+        result: SubmissionResult,
+        cache_key: str,
+        executed: bytes | None = None,
+        page: tuple[str, bytes] | None = None,
+    ) -> None:
         """Record one graded submission and make it the student's current result.
 
         `executed`: the notebook as the grader ran it (compressed JSON, see grader/executed.py).
+        `page`: its feedback page as (key, compressed HTML), see grader/pages.py.
         """
         data = json.dumps(result.to_dict(), sort_keys=True)
         with self._tx() as db:
+            if page is not None:
+                db.execute("INSERT OR REPLACE INTO pages VALUES (?,?,?)", (result.student, *page))
             if executed is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO executed VALUES (?,?,?)",
@@ -168,6 +182,18 @@ class Gradebook:
             "ON r.student=c.student AND r.cache_key=c.cache_key ORDER BY c.student"
         ).fetchall()
         return [SubmissionResult.from_dict(json.loads(row[0])) for row in rows]
+
+    def page(self, student: str, page_key: str) -> bytes | None:
+        """The student's kept feedback page (compressed HTML), if it was drawn for `page_key`."""
+        row = self._db.execute(
+            "SELECT html FROM pages WHERE student=? AND page_key=?", (student, page_key)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_page(self, student: str, page_key: str, html: bytes) -> None:
+        """Keep a page drawn again (one per student: it replaces the older one)."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO pages VALUES (?,?,?)", (student, page_key, html))
 
     def executed(self, student: str) -> bytes | None:
         """The student's current executed notebook (compressed), if it was kept."""

@@ -249,12 +249,18 @@ def feedback_html(spec: AssignmentSpec, r: SubmissionResult) -> str:
 
 
 def write_feedback(
-    spec: AssignmentSpec, r: SubmissionResult, folder: Path, executed: NotebookNode | None = None
-) -> None:
-    """`<student>.json|.md|.html`, and `<student>.ipynb` when the executed notebook was kept.
+    spec: AssignmentSpec,
+    r: SubmissionResult,
+    folder: Path,
+    executed: NotebookNode | None = None,
+    page: str | None = None,
+) -> str:
+    """`<student>.json|.md|.html`, and `<student>.ipynb` when the executed notebook was kept;
+    returns the HTML page.
 
     The HTML page is the student's executed notebook with the results in it
-    (grader/feedback.py); without one (an unreadable file), the results alone.
+    (grader/feedback.py); without one (an unreadable file), the results alone. `page`: that
+    page already drawn for exactly this result and notebook (grader/pages.py).
     """
     import nbformat
 
@@ -267,7 +273,10 @@ def write_feedback(
     atomic_write_text(folder / f"{name}.md", feedback_markdown(spec, r))
     if executed is not None:
         atomic_write_text(folder / f"{name}.ipynb", nbformat.writes(executed))
-    atomic_write_text(folder / f"{name}.html", render_feedback(spec, r, executed))
+    if page is None:
+        page = render_feedback(spec, r, executed)
+    atomic_write_text(folder / f"{name}.html", page)
+    return page
 
 
 def write_outputs(
@@ -276,17 +285,26 @@ def write_outputs(
     """Every output file of a batch, each written atomically: feedback, manual.csv,
     grades.csv and the class report `report.html`; returns the problems. One student's
     feedback that cannot be written never stops the others' or the tables."""
+    from .batch import fingerprint
     from .classreport import class_report
     from .executed import feedback_extras, unpack
+    from .pages import compress, decompress, page_key
 
     out.mkdir(parents=True, exist_ok=True)
     problems = []
     answers: dict[str, dict[str, str]] = {}
+    batch_fingerprint = fingerprint(spec) if book is not None else ""
     for r in results:
         blob = book.executed(r.student) if book is not None else None
         executed = unpack(blob) if blob is not None else None
+        key = page_key(batch_fingerprint, r, blob)
+        kept = book.page(r.student, key) if book is not None else None
         try:
-            write_feedback(spec, r, out / "feedback", executed)
+            page = write_feedback(
+                spec, r, out / "feedback", executed, decompress(kept) if kept else None
+            )
+            if book is not None and kept is None:
+                book.set_page(r.student, key, compress(page))
         except (OSError, ValueError) as exc:  # UnicodeError is a ValueError
             problems.append(f"{r.student}: feedback not written: {type(exc).__name__}: {exc}")
         shown = feedback_extras(executed).get("answers")

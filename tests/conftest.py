@@ -75,3 +75,20 @@ def grading_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Path(kept).mkdir(parents=True, exist_ok=True)
         return Path(kept)
     return tmp_path_factory.mktemp("grading-cache")
+
+
+@pytest.fixture
+def pages_drawn_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The students whose feedback page this process draws from now on (the workers of a
+    batch are other processes: what they draw is not counted)."""
+    import grader.feedback
+
+    drawn: list[str] = []
+    real = grader.feedback.render_feedback
+
+    def counted(spec: Any, r: Any, executed: Any, extra_summary: str = "") -> str:
+        drawn.append(r.student)
+        return real(spec, r, executed, extra_summary)
+
+    monkeypatch.setattr(grader.feedback, "render_feedback", counted)
+    return drawn

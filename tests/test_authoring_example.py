@@ -7,12 +7,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_edits import without_experiments
 
 from grader.authoring import notebook_text
 from grader.cli import main
 from grader.grading import grade_bytes, open_session
 from grader.spec import load_spec
-from notebook_edits import without_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 

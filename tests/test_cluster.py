@@ -70,7 +70,7 @@ def cluster(tmp_path):
 
 
 @pytest.mark.slow
-def test_batch_on_dask_survives_a_killed_worker(spec, grading_cache, tmp_path, cluster):
+def test_batch_on_dask_survives_a_killed_worker(spec, grading_cache, tmp_path, cluster, pages_drawn_here):
     address, procs = cluster
     class_dir = tmp_path / "class"
     class_dir.mkdir()
@@ -102,6 +102,9 @@ def test_batch_on_dask_survives_a_killed_worker(spec, grading_cache, tmp_path, c
     assert any("graded on worker worker-b" in line for r in batch.results for line in r.log)
     csv = (tmp_path / "out" / "grades.csv").read_text()
     assert all(name in csv for name in NOTEBOOKS)
+    # the feedback pages came back drawn with the results, none drawn again here
+    assert pages_drawn_here == []
+    assert all((tmp_path / "out" / "feedback" / f"{name}.html").is_file() for name in NOTEBOOKS)
 
 
 def test_bundle_carries_the_hidden_folder(spec, tmp_path):

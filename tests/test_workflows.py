@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
+from notebook_edits import without_experiments
 
 from grader.cli import main
 from grader.errors import ValidationFailed
-from notebook_edits import without_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "samples" / "mnist_nn"
@@ -95,13 +95,18 @@ def test_unchanged_submissions_are_cached_and_results_identical(graded_samples, 
     assert (out / "grades.csv").read_text() == before
 
 
-def test_grading_twice_gives_identical_results(graded_samples, tmp_path, grading_cache):
-    """--force executes again: every check, message and point is the same."""
+def test_grading_twice_gives_identical_results(graded_samples, tmp_path, grading_cache, pages_drawn_here):
+    """--force executes again: every check, message and point is the same. The feedback
+    pages are drawn by the workers, none at the end by the instructor's process."""
     _, out, _ = graded_samples
     again = tmp_path / "again"
     picked = [SAMPLES / "chenwei_10251_884190_mnist_nn.ipynb", SAMPLES / "dialloaminata_10260_884211_mnist_nn.ipynb"]
     argv = ["grade", *map(str, picked), "--assignment", "mnist_nn", "--out", str(again)]
     assert main([*argv, "--cache-dir", str(grading_cache), "--quiet", "--force", "--jobs", "2"]) == 0
+    assert pages_drawn_here == []
+    for student in ("chenwei", "dialloaminata"):
+        page = (again / "feedback" / f"{student}.html").read_text()
+        assert "Your notebook, as the grader ran it" in page and "data:image/png;base64," in page
     for student in ("chenwei", "dialloaminata"):
         first = json.loads((out / "feedback" / f"{student}.json").read_text())
         second = json.loads((again / "feedback" / f"{student}.json").read_text())
@@ -111,8 +116,9 @@ def test_grading_twice_gives_identical_results(graded_samples, tmp_path, grading
         assert first == second, student
 
 
-def test_manual_scores_merge_back_and_grades_rebuild(graded_samples, tmp_path, capsys):
+def test_manual_scores_merge_back_and_grades_rebuild(graded_samples, tmp_path, capsys, pages_drawn_here):
     _, out, _ = graded_samples
+    pages = {p.name: p.read_text() for p in (out / "feedback").glob("*.html")}
     with open(out / "manual.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["question"] for r in rows} >= {"cost_makes_sense", "claim_justification"}
@@ -130,14 +136,20 @@ def test_manual_scores_merge_back_and_grades_rebuild(graded_samples, tmp_path, c
         writer.writeheader()
         writer.writerows(rows)
     before = float(_grades(out)["alvarezsofia"]["total"])
+    drawn = pages_drawn_here
     assert main(["grade", "--assignment", "mnist_nn", "--out", str(out), "--manual", str(filled)]) == 0
     assert float(_grades(out)["alvarezsofia"]["total"]) == before + len(alvarez)
     assert _grades(out)["alvarezsofia"]["status"] == "graded"  # nothing pending any more
+    # only the page whose result changed is drawn again; the others are the kept ones
+    assert drawn == ["alvarezsofia"]
+    after = {p.name: p.read_text() for p in (out / "feedback").glob("*.html")}
+    assert {n for n in pages if after[n] != pages[n]} == {"alvarezsofia.html"}
     (out / "grades.csv").unlink()
     shutil.rmtree(out / "feedback")
     assert main(["export", "--assignment", "mnist_nn", "--out", str(out)]) == 0
     assert float(_grades(out)["alvarezsofia"]["total"]) == before + len(alvarez)
-    assert (out / "feedback" / "alvarezsofia.html").is_file()
+    assert drawn == ["alvarezsofia"]  # the page drawn for the merged score was kept too
+    assert {p.name: p.read_text() for p in (out / "feedback").glob("*.html")} == after
 
 
 def test_a_manual_sheet_with_a_bad_row_changes_nothing(graded_samples, tmp_path, capsys):
