@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import selfcheck
 from .data import sha256_file
+from .datacache import kept_data
 from .errors import ExecutionError, SpecError
 from .fileio import atomic_write_json
 from .results import GRADER_CHECK, CheckResult
@@ -209,7 +210,8 @@ class CheckContext:
 
     def data(self) -> Any:
         """The data set as the reference's loader returns it (`[dataset] loader` in the spec,
-        a function of the reference module taking the file's path), loaded once per process."""
+        a function of the reference module taking the file's path), loaded once per process
+        and kept on disk in the form fastest to read back (grader/datacache.py)."""
         if self._data is None:
             dataset = self.spec.dataset
             if self.dataset_path is None or dataset is None:
@@ -223,7 +225,18 @@ class CheckContext:
             if not callable(loader):
                 raise SpecError(f"the reference module has no function {dataset.loader!r}")
             started = time.monotonic()  # the batch's cost, not a student's: see cached()
-            self._data = _DATA_CACHE.get(self.dataset_path) or loader(self.dataset_path)
+            self._data = _DATA_CACHE.get(self.dataset_path)
+            if self._data is None:
+                # what the loaded arrays depend on: the file, the loader's code, numpy
+                code = self.code_key
+                key_data = {
+                    "data": self.data_hash,
+                    "loader": dataset.loader,
+                    "reference": code["reference"],
+                    "numpy": code["numpy"],
+                }
+                path = self.dataset_path
+                self._data = kept_data(self.cache_dir / self.spec.id, key_data, lambda: loader(path))
             _DATA_CACHE[self.dataset_path] = self._data
             self.reference_seconds += time.monotonic() - started
         return self._data

@@ -1,0 +1,113 @@
+"""The data set kept on disk as arrays (grader/datacache.py), and ctx.data() reading it."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from grader import checking
+from grader.checking import CheckContext
+from grader.datacache import KEEP, PREFIX, kept_data
+
+KEY = {"data": "abc", "loader": "load", "reference": "r1", "numpy": "2"}
+
+
+def _arrays():
+    return (
+        (np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(3, dtype=np.int64)),
+        [np.ones(2, dtype=np.uint8), np.zeros((2, 2), dtype=np.float64)],
+    )
+
+
+class Loader:
+    def __init__(self, value):
+        self.value, self.calls = value, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.value
+
+
+def _same(a, b):
+    assert type(a) is type(b)
+    if isinstance(a, tuple | list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _same(x, y)
+    else:
+        assert type(a) is np.ndarray and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_arrays_are_kept_and_read_back_the_same(tmp_path):
+    load = Loader(_arrays())
+    first = kept_data(tmp_path, KEY, load)
+    second = kept_data(tmp_path, KEY, load)
+    assert load.calls == 1
+    _same(first, _arrays())
+    _same(second, _arrays())
+
+
+def test_a_check_writing_into_the_data_changes_only_its_own_copy(tmp_path):
+    kept_data(tmp_path, KEY, Loader(_arrays()))
+    read = kept_data(tmp_path, KEY, Loader(None))
+    read[0][0][0, 0] = 99.0
+    again = kept_data(tmp_path, KEY, Loader(None))
+    assert again[0][0][0, 0] == 0.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"x": np.ones(3)},  # a dict: not arrays in tuples and lists
+        (np.ones(3), "label"),
+        (np.array([object()], dtype=object),),
+        (np.ones(3), 5),
+        (),
+    ],
+    ids=["dict", "string", "object-array", "number", "empty"],
+)
+def test_anything_but_arrays_is_loaded_every_time(tmp_path, value):
+    load = Loader(value)
+    kept_data(tmp_path, KEY, load)
+    assert kept_data(tmp_path, KEY, load) is value
+    assert load.calls == 2
+    assert not list(tmp_path.glob(f"{PREFIX}*"))
+
+
+def test_another_key_is_another_copy_and_a_damaged_copy_is_made_again(tmp_path):
+    kept_data(tmp_path, KEY, Loader(_arrays()))
+    other = Loader(((np.full(2, 7.0),),))
+    _same(kept_data(tmp_path, {**KEY, "reference": "r2"}, other), ((np.full(2, 7.0),),))
+    assert other.calls == 1
+    (folder,) = [
+        p for p in tmp_path.glob(f"{PREFIX}*") if json.loads((p / "index.json").read_text())["key"] == KEY
+    ]
+    (folder / "0.npy").write_bytes(b"not an array")
+    load = Loader(_arrays())
+    _same(kept_data(tmp_path, KEY, load), _arrays())
+    assert load.calls == 1
+    _same(kept_data(tmp_path, KEY, Loader(None)), _arrays())  # made again, readable
+
+
+def test_only_the_most_recently_used_copies_are_kept(tmp_path):
+    keys = [{**KEY, "reference": f"r{i}"} for i in range(KEEP + 2)]
+    for key in keys:
+        kept_data(tmp_path, key, Loader(((np.ones(2),),)))
+        time.sleep(0.01)  # distinct modification times
+    assert len(list(tmp_path.glob(f"{PREFIX}*"))) == KEEP
+    assert kept_data(tmp_path, keys[-1], Loader(None)) is not None  # the newest is there
+
+
+@pytest.mark.slow
+def test_ctx_data_reads_the_kept_mnist(spec, mnist_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(checking, "_DATA_CACHE", {})
+    first = CheckContext(spec, mnist_path, tmp_path).data()
+    monkeypatch.setattr(checking, "_DATA_CACHE", {})  # as in a new process
+    ctx = CheckContext(spec, mnist_path, tmp_path)
+    calls = []
+    monkeypatch.setattr(ctx.reference, spec.dataset.loader, lambda path: calls.append(path))
+    second = ctx.data()
+    assert calls == []  # read back, not loaded
+    _same(second, first)
+    assert [len(part[0]) for part in second] == [50000, 10000, 10000]
