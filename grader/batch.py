@@ -308,11 +308,13 @@ def worker_answer(
 ) -> dict[str, Any]:
     """A worker's answer as plain data: the result, the executed notebook packed and, when
     the batch's fingerprint `pages` is given, the feedback page drawn here."""
-    from .executed import pack
+    from .executed import pack, unpack
     from .pages import compress, prerender
 
     packed = pack(executed) if executed is not None else None
-    page = prerender(spec, pages, result, executed, packed) if pages else None
+    page = None
+    if pages:  # drawn from the notebook as stored, exactly as the instructor's process would
+        page = prerender(spec, pages, result, unpack(packed) if packed else None, packed)
     drawn = {"key": page["key"], "html": compress(page["html"])} if page else None
     return {**result.to_dict(), EXECUTED: packed, PAGE: drawn}
 

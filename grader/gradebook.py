@@ -191,9 +191,13 @@ class Gradebook:
         return bytes(row[0]) if row else None
 
     def set_page(self, student: str, page_key: str, html: bytes) -> None:
-        """Keep a page drawn again (one per student: it replaces the older one)."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO pages VALUES (?,?,?)", (student, page_key, html))
+        """Keep a page drawn again (one per student: it replaces the older one). A page that
+        cannot be kept (the gradebook busy or read-only) is only drawn again next time."""
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO pages VALUES (?,?,?)", (student, page_key, html))
+        except sqlite3.Error:
+            pass
 
     def executed(self, student: str) -> bytes | None:
         """The student's current executed notebook (compressed), if it was kept."""

@@ -104,9 +104,19 @@ def test_grading_twice_gives_identical_results(graded_samples, tmp_path, grading
     argv = ["grade", *map(str, picked), "--assignment", "mnist_nn", "--out", str(again)]
     assert main([*argv, "--cache-dir", str(grading_cache), "--quiet", "--force", "--jobs", "2"]) == 0
     assert pages_drawn_here == []
-    for student in ("chenwei", "dialloaminata"):
-        page = (again / "feedback" / f"{student}.html").read_text()
-        assert "Your notebook, as the grader ran it" in page and "data:image/png;base64," in page
+    from grader.executed import unpack
+    from grader.feedback import render_feedback
+    from grader.gradebook import Gradebook
+    from grader.spec import load_spec
+
+    spec = load_spec(ROOT / "solutions" / "mnist_nn")
+    with Gradebook(again / "gradebook.sqlite") as book:
+        for r in book.current_results():  # the worker's page is the one drawn here from the book
+            page = (again / "feedback" / f"{r.student}.html").read_text()
+            assert "Your notebook, as the grader ran it" in page and "data:image/png;base64," in page
+            blob = book.executed(r.student)
+            assert blob is not None
+            assert page == render_feedback(spec, r, unpack(blob))
     for student in ("chenwei", "dialloaminata"):
         first = json.loads((out / "feedback" / f"{student}.json").read_text())
         second = json.loads((again / "feedback" / f"{student}.json").read_text())
