@@ -274,49 +274,50 @@ def fingerprint(spec: AssignmentSpec, settings: str = "") -> str:
 _SESSION: Any = None
 
 
-_PAGES = ""  # the batch's fingerprint, for the feedback pages drawn here (grader/pages.py)
+_PAGE_FINGERPRINT = ""  # the batch's, for the feedback pages drawn here (grader/pages.py)
 
 
-def _init_worker(spec_root: str, options: dict[str, Any], pages: str = "") -> None:
-    global _SESSION, _PAGES
+def _init_worker(spec_root: str, options: dict[str, Any], page_fingerprint: str = "") -> None:
+    global _SESSION, _PAGE_FINGERPRINT
     from .grading import open_session
     from .spec import load_spec
 
     spec = load_spec(Path(spec_root))
     _SESSION = open_session(spec, **options)
-    _PAGES = pages
+    _PAGE_FINGERPRINT = page_fingerprint
     _SESSION.start_kernels_ahead()
     # the worker exits through multiprocessing, which runs finalizers, not atexit
     multiprocessing.util.Finalize(_SESSION, _SESSION.close, exitpriority=10)
 
 
 EXECUTED = "_executed"  # the key of the packed executed notebook in a worker's answer
-PAGE = "_page"  # the key of the feedback page drawn by the worker
+PAGE = "_page"  # the key of the feedback page's parts drawn by the worker
 
 
 @dataclass
 class Kept:
     """What the gradebook keeps beside a result: the executed notebook (compressed) and the
-    feedback page drawn for it as (key, compressed HTML)."""
+    feedback page's parts drawn for it as (key, compressed parts), see grader/pages.py."""
 
     executed: bytes | None = None
     page: tuple[str, bytes] | None = None
 
 
 def worker_answer(
-    spec: AssignmentSpec, pages: str, result: SubmissionResult, executed: Any
+    spec: AssignmentSpec, page_fingerprint: str, result: SubmissionResult, executed: Any
 ) -> dict[str, Any]:
     """A worker's answer as plain data: the result, the executed notebook packed and, when
-    the batch's fingerprint `pages` is given, the feedback page drawn here."""
-    from .executed import pack, unpack
-    from .pages import compress, prerender
+    the batch's `page_fingerprint` is given, the feedback page's costly parts drawn here."""
+    from .executed import pack
+    from .pages import predraw
 
+    data = result.to_dict()
     packed = pack(executed) if executed is not None else None
-    page = None
-    if pages:  # drawn from the notebook as stored, exactly as the instructor's process would
-        page = prerender(spec, pages, result, unpack(packed) if packed else None, packed)
-    drawn = {"key": page["key"], "html": compress(page["html"])} if page else None
-    return {**result.to_dict(), EXECUTED: packed, PAGE: drawn}
+    drawn = None
+    if page_fingerprint:  # from the result exactly as the instructor's process will read it
+        shown = SubmissionResult.from_dict(data).questions
+        drawn = predraw(spec, page_fingerprint, shown, packed)
+    return {**data, EXECUTED: packed, PAGE: drawn}
 
 
 def from_answer(data: dict[str, Any]) -> tuple[SubmissionResult, Kept]:
@@ -325,12 +326,10 @@ def from_answer(data: dict[str, Any]) -> tuple[SubmissionResult, Kept]:
     executed = data.pop(EXECUTED, None)
     page = data.pop(PAGE, None)
     kept = Kept(executed)
-    if (
-        isinstance(page, dict)
-        and isinstance(page.get("key"), str)
-        and isinstance(page.get("html"), bytes)
-    ):
-        kept.page = (page["key"], page["html"])
+    if isinstance(page, tuple | list) and len(page) == 2:
+        key, parts = page
+        if isinstance(key, str) and isinstance(parts, bytes):
+            kept.page = (key, parts)
     return SubmissionResult.from_dict(data), kept
 
 
@@ -351,7 +350,7 @@ def _grade_one(sub: Submission, extra: list[str]) -> dict[str, Any]:
         extra_warnings=extra,
     )
     result.origin = sub.origin()
-    return worker_answer(_SESSION.spec, _PAGES, result, executed)
+    return worker_answer(_SESSION.spec, _PAGE_FINGERPRINT, result, executed)
 
 
 @dataclass
@@ -407,13 +406,13 @@ class Progress:
 
 
 def _pool(
-    jobs: int, spec: AssignmentSpec, options: dict[str, Any], pages: str
+    jobs: int, spec: AssignmentSpec, options: dict[str, Any], page_fingerprint: str
 ) -> cf.ProcessPoolExecutor:
     return cf.ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(str(spec.root), options, pages),
+        initargs=(str(spec.root), options, page_fingerprint),
     )
 
 
@@ -487,11 +486,11 @@ def grade_batch(
     if todo:
         _check_sandbox(spec, options, batch)
         record = _recorder(book, key, batch, progress, on_result)
-        pages = fingerprint(spec)  # the feedback pages are drawn by the workers (pages.py)
+        drawn = fingerprint(spec)  # the feedback pages are drawn by the workers (pages.py)
         if options.scheduler:
-            _run_dask(spec, options.scheduler, todo, extra, worker_options, pages, record)
+            _run_dask(spec, options.scheduler, todo, extra, worker_options, drawn, record)
         else:
-            _run_pool(spec, todo, extra, worker_options, options.jobs, pages, record)
+            _run_pool(spec, todo, extra, worker_options, options.jobs, drawn, record)
     results = apply_manual(spec, book.current_results(), book)
     results, course = finish_results(spec, results, out, options.course)
     batch.warnings += course.warnings
@@ -575,7 +574,7 @@ def _run_dask(
     todo: list[Submission],
     extra: dict[str, list[str]],
     worker_options: dict[str, Any],
-    pages: str,
+    page_fingerprint: str,
     record: Record,
 ) -> None:
     """One Dask task per submission; its bytes travel with it (see grader/cluster.py)."""
@@ -592,14 +591,14 @@ def _run_dask(
 
     def with_origin(sub: Submission, data: dict[str, Any], cacheable: bool) -> None:
         result, kept = from_answer(data)
-        result.origin = sub.origin()  # as the worker was told: the page drawn there stays valid
+        result.origin = sub.origin()  # as the worker was told
         record(sub, result, cacheable and not result.grader_failed, kept)
 
     def failed(sub: Submission, why: str) -> None:
         error = _error_result(spec, sub, f"grading failed on the cluster: {why}")
         record(sub, error, False, Kept())
 
-    run_on_dask(scheduler, spec, jobs, worker_options, pages, with_origin, failed)
+    run_on_dask(scheduler, spec, jobs, worker_options, page_fingerprint, with_origin, failed)
 
 
 def _run_pool(
@@ -608,7 +607,7 @@ def _run_pool(
     extra: dict[str, list[str]],
     worker_options: dict[str, Any],
     jobs: int,
-    pages: str,
+    page_fingerprint: str,
     record: Record,
 ) -> None:
     def collect(
@@ -620,7 +619,7 @@ def _run_pool(
             return _error_result(spec, sub, f"grading failed: {exc}"), Kept()
 
     suspects: dict[str, tuple[Submission, str]] = {}
-    pool = _pool(max(1, min(jobs, len(todo))), spec, worker_options, pages)
+    pool = _pool(max(1, min(jobs, len(todo))), spec, worker_options, page_fingerprint)
     try:
         futures = {pool.submit(_grade_one, sub, extra.get(sub.student, [])): sub for sub in todo}
         for future in cf.as_completed(futures):
@@ -645,7 +644,7 @@ def _run_pool(
     # itself). Retry those submissions one at a time in a fresh worker, so only one that
     # fails again is marked, and its reason kept.
     for sub, first in suspects.values():
-        pool = _pool(1, spec, worker_options, pages)
+        pool = _pool(1, spec, worker_options, page_fingerprint)
         try:
             result, kept = collect(sub, pool.submit(_grade_one, sub, extra.get(sub.student, [])))
             result.log.append(f"graded on the second try; the first failed: {first}")

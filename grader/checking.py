@@ -16,14 +16,13 @@ sandboxed process (grader/clean.py) that returns plain data and decides nothing.
 from __future__ import annotations
 
 import ast
-import contextlib
 import hashlib
 import importlib.util
 import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +32,7 @@ from . import selfcheck
 from .data import sha256_file
 from .datacache import kept_data
 from .errors import ExecutionError, SpecError
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, locked
 from .results import GRADER_CHECK, CheckResult
 from .spec import AssignmentSpec, Question
 
@@ -352,7 +351,7 @@ def cached_json(path: Path, key_data: dict[str, Any], compute: Callable[[], T]) 
     if found is not None:
         return found[0]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_suffix(".lock")):
+    with locked(path.with_suffix(".lock")):
         found = _read_cached(path, key_data)
         if found is not None:
             return found[0]
@@ -370,22 +369,6 @@ def _read_cached(path: Path, key_data: dict[str, Any]) -> tuple[Any] | None:
     except (OSError, json.JSONDecodeError, KeyError, AttributeError):
         pass
     return None
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` between processes (a no-op where flock is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def reference_code_key(spec: AssignmentSpec) -> dict[str, str]:

@@ -120,12 +120,12 @@ def grade_task(
     submitted_at: str,
     extra: list[str],
     origin: dict[str, Any] | None = None,
-    pages: str = "",
+    page_fingerprint: str = "",
 ) -> dict[str, Any]:
     """Runs on a worker: grade one submission's bytes; the result as plain data, with the
     executed notebook and its feedback page as a local worker returns them
     (batch.worker_answer). `origin`: where the submission came from, as the instructor's
-    process records it (the page drawn here shows the result as recorded)."""
+    process records it."""
     from .batch import worker_answer
     from .grading import grade_bytes_executed
 
@@ -141,7 +141,7 @@ def grade_task(
     result.log.append(f"graded on worker {where}")
     if origin is not None:
         result.origin = origin
-    return worker_answer(session.spec, pages, result, executed)
+    return worker_answer(session.spec, page_fingerprint, result, executed)
 
 
 def _worker_name() -> str:
@@ -199,7 +199,7 @@ def run_on_dask(
     spec: AssignmentSpec,
     jobs: list[tuple[Any, bytes, list[str]]],
     options: dict[str, Any],
-    pages: str,
+    page_fingerprint: str,
     record: Callable[[Any, dict[str, Any], bool], None],
     failed: Callable[[Any, str], None],
 ) -> None:
@@ -223,7 +223,7 @@ def run_on_dask(
                 sub.mtime.isoformat(timespec="seconds"),  # as batch._when
                 extra,
                 sub.origin(),
-                pages,
+                page_fingerprint,
                 pure=False,
             )
             futures[future] = sub

@@ -2,46 +2,61 @@
 read back.
 
 Every grading process (each local worker, each Dask worker, the instructor's own) that runs
-a check needing `ctx.data()` used to decompress and unpickle the data set: about 2.5 s of
-CPU for MNIST, per process and batch. When the loader returns arrays (in nested tuples or
-lists, as MNIST's does), they are written once as `.npy` files beside the reference cache
-and mapped back copy-on-write: reading them costs nothing until a page is used, and a check
-that writes into an array changes only its own copy.
+a check needing `ctx.data()` used to decompress and unpickle the data set: 1.2-2.5 s of CPU
+for MNIST, per process and batch. When the loader returns arrays in plain tuples and lists
+(as MNIST's does), they are written once as `.npy` files beside the reference cache and
+read back as plain arrays (about 0.1 s for MNIST's 220 MB). Every process, the one that
+wrote them too, uses what was read back, so all see arrays of the same layout.
 
 The key is the data file's hash, the loader's name, the reference's source and numpy's
-version; another loader result (not arrays) is simply not kept. A kept copy is as large as
-the data loaded (220 MB for MNIST): the two most recently used are kept per assignment.
+version. Anything else a loader returns (a dict, a named tuple, objects) is not kept. The
+cache is an optimisation only: a folder that cannot be written or read means loading as
+before, never a failed check. One process writes a copy (the others wait on its lock, then
+read it); two copies (220 MB each for MNIST) are kept per assignment, the most recently used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+from .fileio import locked
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2
 KEEP = 2  # kept copies per assignment folder, the most recently used
 PREFIX = "loaded-data-"  # a folder per copy, beside the cached reference results
+SCRATCH = ".loaded-data-"  # a copy being written
+SCRATCH_AGE = 3600  # seconds after which a scratch folder is a dead writer's, removed
+
+
+class _Damaged(Exception):
+    """A kept copy whose content is not what its index says."""
 
 
 def _shape(value: Any, arrays: list[np.ndarray]) -> Any:
     """The nesting of `value` with each array replaced by its index in `arrays`; None when
-    `value` is not arrays in tuples and lists."""
-    if type(value) is np.ndarray and value.dtype.kind in "biuf" and not value.dtype.hasobject:
+    `value` is not numeric arrays in plain tuples and lists."""
+    if type(value) is np.ndarray and value.dtype.kind in "biuf":
         arrays.append(value)
         return len(arrays) - 1
-    if isinstance(value, tuple | list):
+    if type(value) in (tuple, list):
         parts = [_shape(v, arrays) for v in value]
         if any(p is None for p in parts):
             return None
-        return {"tuple" if isinstance(value, tuple) else "list": parts}
+        return {"tuple" if type(value) is tuple else "list": parts}
     return None
 
 
@@ -54,43 +69,64 @@ def _build(shape: Any, arrays: list[np.ndarray]) -> Any:
 
 
 def _read(folder: Path, key_data: dict[str, Any]) -> Any:
-    """The kept value, or None when there is none for exactly `key_data` (or it is damaged)."""
+    """The kept value, or None when there is none for exactly `key_data` or it cannot be read
+    now (a missing folder, permissions); raises _Damaged when its content is wrong."""
     try:
-        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        if index.get("key") != key_data or index.get("format") != FORMAT:
-            return None
-        os.utime(folder / "index.json")  # used now: see _prune
-        arrays = [
-            # copy-on-write: a check that writes into the data changes only its own copy
-            np.asarray(np.load(folder / f"{i}.npy", mmap_mode="c", allow_pickle=False))
-            for i in range(int(index["arrays"]))
-        ]
-        return _build(index["shape"], arrays)
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        text = (folder / "index.json").read_text(encoding="utf-8")
+    except OSError:
         return None
+    try:
+        index = json.loads(text)
+        if index.get("key") != key_data or index.get("format") != FORMAT:
+            raise _Damaged("another key or format")
+        arrays = []
+        for i in range(int(index["arrays"])):
+            try:
+                array = np.load(folder / f"{i}.npy", allow_pickle=False)
+            except OSError as exc:
+                if not (folder / f"{i}.npy").exists():
+                    raise _Damaged(f"{i}.npy is missing") from exc
+                return None  # unreadable now (permissions, no memory): loaded instead
+            arrays.append(array)
+        value = _build(index["shape"], arrays)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise _Damaged(str(exc)) from exc
+    try:
+        os.utime(folder / "index.json")  # used now: see _prune
+    except OSError:
+        pass
+    return value
 
 
 def _write(folder: Path, key_data: dict[str, Any], shape: Any, arrays: list[np.ndarray]) -> None:
-    """Written in a scratch folder and renamed into place: a reader sees all of it or none;
-    of two processes writing at once, the first rename wins."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".data-", dir=folder.parent))
+    """Written (and synced) in a scratch folder, then renamed into place: a reader sees all
+    of it or none. Raises OSError when it cannot be written."""
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH, dir=folder.parent))
     try:
         for i, array in enumerate(arrays):
-            np.save(scratch / f"{i}.npy", array, allow_pickle=False)
+            with open(scratch / f"{i}.npy", "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
         index = {"format": FORMAT, "key": key_data, "shape": shape, "arrays": len(arrays)}
-        (scratch / "index.json").write_text(json.dumps(index), encoding="utf-8")
+        with open(scratch / "index.json", "w", encoding="utf-8") as handle:
+            json.dump(index, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(scratch, 0o755)  # readable by whoever shares the cache, as the other entries
         os.rename(scratch, folder)
-    except OSError:  # another process kept it first, or the disk is full: not kept
-        pass
+        descriptor = os.open(folder.parent, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    _prune(folder.parent)
 
 
 def _prune(parent: Path) -> None:
-    """Remove all but the KEEP most recently used copies (a process still reading a removed
-    one keeps its mapping: the files go when it lets them go)."""
+    """Remove all but the KEEP most recently used copies, and scratch folders of writers
+    that died (the copies are read whole, so removing one never disturbs a reader)."""
 
     def used(folder: Path) -> float:
         try:
@@ -101,21 +137,52 @@ def _prune(parent: Path) -> None:
     kept = sorted((p for p in parent.glob(f"{PREFIX}*") if p.is_dir()), key=used, reverse=True)
     for old in kept[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
+    for scratch in parent.glob(f"{SCRATCH}*"):
+        try:
+            if time.time() - scratch.stat().st_mtime > SCRATCH_AGE:
+                shutil.rmtree(scratch, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _kept_or_none(folder: Path, key_data: dict[str, Any]) -> Any:
+    """The kept value, or None; a damaged copy is removed (and written again)."""
+    try:
+        return _read(folder, key_data)
+    except _Damaged as exc:
+        log.warning("the kept data set in %s is damaged (%s): loading it again", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
 
 
 def kept_data(cache_dir: Path, key_data: dict[str, Any], load: Callable[[], Any]) -> Any:
     """`load()`'s value: read back from `cache_dir` when kept for exactly `key_data`, else
-    loaded and (when it is arrays) kept there for the next process."""
+    loaded and (when it is arrays) kept there, then read back, for this and later processes."""
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:32]
     folder = cache_dir / f"{PREFIX}{key}"
-    found = _read(folder, key_data)
+    found = _kept_or_none(folder, key_data)
     if found is not None:
         return found
-    if folder.exists():  # damaged, or of another format: made again
-        shutil.rmtree(folder, ignore_errors=True)
-    value = load()
-    arrays: list[np.ndarray] = []
-    shape = _shape(value, arrays)
-    if shape is not None and arrays:
-        _write(folder, key_data, shape, arrays)
-    return value
+    with contextlib.ExitStack() as stack:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(locked(cache_dir / f"{PREFIX}{key}.lock"))
+        except OSError as exc:  # the cache folder cannot be written (read-only, full)
+            log.warning("the data set cannot be kept in %s: %s", cache_dir, exc)
+            return load()
+        found = _kept_or_none(folder, key_data)  # another process kept it meanwhile
+        if found is not None:
+            return found
+        value = load()
+        arrays: list[np.ndarray] = []
+        shape = _shape(value, arrays)
+        if shape is None or not arrays:
+            return value
+        try:
+            _write(folder, key_data, shape, arrays)
+        except OSError as exc:
+            log.warning("the data set could not be kept in %s: %s", cache_dir, exc)
+            return value
+        _prune(cache_dir)
+        read = _kept_or_none(folder, key_data)
+        return read if read is not None else value

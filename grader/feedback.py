@@ -154,10 +154,10 @@ def curve_html(spec: CurveSpec, curve: dict[str, Any]) -> str:
     )
 
 
-def _mark_cells(spec: AssignmentSpec, nb: NotebookNode, r: SubmissionResult) -> set[str]:
+def _mark_cells(spec: AssignmentSpec, nb: NotebookNode, questions: list[QuestionResult]) -> set[str]:
     """Give each answer cell its result box; every other piece of cell metadata goes."""
     placed: set[str] = set()
-    by_id = {q.id: q for q in r.questions}
+    by_id = {q.id: q for q in questions}
     for cell in nb.cells:
         role = cell_role(cell)
         kind = cell.get("metadata", {}).get(EXEC_KEY, {}).get("kind")
@@ -191,32 +191,44 @@ def _exporter() -> Any:
 _EXPORTER: Any = None
 
 
-def render_feedback(
-    spec: AssignmentSpec,
-    r: SubmissionResult,
-    executed: NotebookNode | None,
-    extra_summary: str = "",
-) -> str:
-    """The whole page. Without an executed notebook (unreadable file), the summary alone."""
+def draw_parts(
+    spec: AssignmentSpec, questions: list[QuestionResult], executed: NotebookNode | None
+) -> dict[str, str]:
+    """The costly parts of a page, which depend only on the question results and the
+    executed notebook: the cost curve ("curve") and the notebook with a result box after each
+    answer ("body"). Without an executed notebook (unreadable file), the results alone."""
     global _EXPORTER
-    body = ""
+    body, figure = "", ""
     curve = feedback_extras(executed).get("curve")
     if spec.curve is not None and isinstance(curve, dict) and curve.get("student"):
-        extra_summary += curve_html(spec.curve, curve)
-    rest: list[QuestionResult] = list(r.questions)
+        figure = curve_html(spec.curve, curve)
+    rest: list[QuestionResult] = list(questions)
     if executed is not None:
         nb = copy.deepcopy(executed)
-        placed = _mark_cells(spec, nb, r)
-        rest = [q for q in r.questions if q.id not in placed]
+        placed = _mark_cells(spec, nb, questions)
+        rest = [q for q in questions if q.id not in placed]
         if _EXPORTER is None:
             _EXPORTER = _exporter()
         body, _ = _EXPORTER.from_notebook_node(nb)
         body = f"<h2>Your notebook, as the grader ran it</h2>{body}"
     if rest:
         body += "<h2>Other results</h2>" + "".join(result_box(spec, q) for q in rest)
-    return page(
-        f"{spec.title}: feedback for {r.student}", summary_html(spec, r, extra_summary) + body
-    )
+    return {"curve": figure, "body": body}
+
+
+def render_feedback(
+    spec: AssignmentSpec,
+    r: SubmissionResult,
+    executed: NotebookNode | None,
+    extra_summary: str = "",
+    parts: dict[str, str] | None = None,
+) -> str:
+    """The whole page: the summary (score, notes, lateness), then the drawn parts (`parts`
+    when they were drawn already for these question results and this notebook)."""
+    if parts is None:
+        parts = draw_parts(spec, r.questions, executed)
+    summary = summary_html(spec, r, extra_summary + parts["curve"])
+    return page(f"{spec.title}: feedback for {r.student}", summary + parts["body"])
 
 
 def page(title: str, body: str, style: str = STYLE) -> str:

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS executed (
 CREATE TABLE IF NOT EXISTS pages (
     student  TEXT PRIMARY KEY,
     page_key TEXT NOT NULL,
-    html     BLOB NOT NULL
+    parts    BLOB NOT NULL
 );
 """
 # Columns added after the first release: (table, column, declaration). Opening an older
@@ -138,7 +138,7 @@ class Gradebook:
         """Record one graded submission and make it the student's current result.
 
         `executed`: the notebook as the grader ran it (compressed JSON, see grader/executed.py).
-        `page`: its feedback page as (key, compressed HTML), see grader/pages.py.
+        `page`: its feedback page's drawn parts as (key, compressed parts), see grader/pages.py.
         """
         data = json.dumps(result.to_dict(), sort_keys=True)
         with self._tx() as db:
@@ -184,18 +184,20 @@ class Gradebook:
         return [SubmissionResult.from_dict(json.loads(row[0])) for row in rows]
 
     def page(self, student: str, page_key: str) -> bytes | None:
-        """The student's kept feedback page (compressed HTML), if it was drawn for `page_key`."""
+        """The student's kept feedback parts (compressed), if drawn for `page_key`."""
         row = self._db.execute(
-            "SELECT html FROM pages WHERE student=? AND page_key=?", (student, page_key)
+            "SELECT parts FROM pages WHERE student=? AND page_key=?", (student, page_key)
         ).fetchone()
         return bytes(row[0]) if row else None
 
-    def set_page(self, student: str, page_key: str, html: bytes) -> None:
-        """Keep a page drawn again (one per student: it replaces the older one). A page that
-        cannot be kept (the gradebook busy or read-only) is only drawn again next time."""
+    def set_page(self, student: str, page_key: str, parts: bytes) -> None:
+        """Keep parts drawn again (one row per student: it replaces the older one). Parts that
+        cannot be kept at once (the gradebook busy or read-only) are only drawn again next
+        time: one statement, no retry."""
         try:
-            with self._tx() as db:
-                db.execute("INSERT OR REPLACE INTO pages VALUES (?,?,?)", (student, page_key, html))
+            self._db.execute(
+                "INSERT OR REPLACE INTO pages VALUES (?,?,?)", (student, page_key, parts)
+            )
         except sqlite3.Error:
             pass
 

@@ -1,91 +1,102 @@
-"""Feedback pages rendered where the submission was graded, and reused when nothing on them
-changed.
+"""Feedback pages drawn where the submission was graded, and reused when nothing drawn on
+them changed.
 
-Rendering a student's page (their executed notebook through nbconvert, the plots) takes
+Drawing a student's page (their executed notebook through nbconvert, the cost curve) takes
 about as long as a check. Done at the end of a batch, in the instructor's process, it is a
 serial tail that grows with the class (about 0.7 s a student here: 12 minutes for 1,000
 students after the last one is graded, whatever the number of workers). So the worker that
-graded a submission renders its page right away, in parallel with the others, and sends it
-back with the result; the gradebook keeps it beside the result.
+graded a submission draws those parts right away, in parallel with the others, and sends
+them back with the result; the gradebook keeps them beside the result. The summary on top
+(score, notes, lateness, roster) is cheap and always made afresh from the final result.
 
-A page is used only for exactly what it was rendered from: its key covers the result as the
-page shows it (after manual scores and late penalties), the executed notebook, the batch's
-fingerprint (the assignment's files and the grader's code) and the versions of the
-libraries that draw it. When anything differs (a manual score merged, a penalty, a new
-hint), the page is rendered again and that one kept in its place.
+Drawn parts are used only for exactly what they were drawn from: their key covers the
+question results (after manual scores), the executed notebook, the batch's fingerprint (the
+assignment's files and the instructor's grader code), and the code that draws (the grader's
+own files where they were drawn, the drawing libraries' versions). When anything differs (a
+manual score merged, a new hint, another grader on a Dask worker), the parts are drawn again
+and kept in their place.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import zlib
+from dataclasses import asdict
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
 
-from nbformat import NotebookNode
-
-from .results import SubmissionResult
+from .results import QuestionResult
 from .spec import AssignmentSpec
 
-RENDERING_LIBRARIES = (
-    "nbconvert",
-    "matplotlib",
-    "pygments",
-    "mistune",
-    "bleach",
-    "jinja2",
-    "nbformat",
-)
+log = logging.getLogger(__name__)
+
+DRAWING_LIBRARIES = ("nbconvert", "matplotlib", "pygments", "mistune", "bleach", "jinja2", "nbformat")
 
 
 @cache
-def _libraries() -> str:
-    found = []
-    for name in RENDERING_LIBRARIES:
+def _drawing_code() -> bytes:
+    """The libraries' versions and this grader's own source: what draws the parts here."""
+    digest = hashlib.sha256()
+    for name in DRAWING_LIBRARIES:
         try:
-            found.append(f"{name}={version(name)}")
+            digest.update(f"{name}={version(name)};".encode())
         except PackageNotFoundError:
-            found.append(f"{name}=none")
-    return ";".join(found)
+            digest.update(f"{name}=none;".encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.digest()
 
 
-def page_key(fingerprint: str, r: SubmissionResult, executed: bytes | None) -> str:
-    """What a page is rendered from: `fingerprint` (the batch's: the assignment's files and
-    the grader's code), the result `r` as it will be shown, the executed notebook as stored
-    (compressed bytes), and the drawing libraries' versions."""
+def parts_key(fingerprint: str, questions: list[QuestionResult], executed: bytes | None) -> str:
+    """What the drawn parts depend on: `fingerprint` (the batch's), the question results as
+    shown, the executed notebook as stored (compressed bytes) and the drawing code."""
     digest = hashlib.sha256()
     for part in (
         fingerprint.encode(),
-        _libraries().encode(),
-        json.dumps(r.to_dict(), sort_keys=True).encode(),
+        _drawing_code(),
+        json.dumps([asdict(q) for q in questions], sort_keys=True).encode(),
         hashlib.sha256(executed).digest() if executed is not None else b"none",
     ):
         digest.update(len(part).to_bytes(8, "big") + part)
     return digest.hexdigest()
 
 
-def prerender(
+def predraw(
     spec: AssignmentSpec,
     fingerprint: str,
-    r: SubmissionResult,
-    executed: NotebookNode | None,
-    packed: bytes | None,
-) -> dict[str, str] | None:
-    """{"key", "html"}: the page for `r` as graded (`packed` is `executed` as stored). None
-    when it cannot be drawn here: the instructor's process then draws it and says why."""
-    from .feedback import render_feedback
+    questions: list[QuestionResult],
+    executed: bytes | None,
+) -> tuple[str, bytes] | None:
+    """(key, compressed parts) for the question results and the executed notebook as the
+    instructor's process will read them back; None when they cannot be drawn here: that
+    process then draws them and says why if it cannot either."""
+    from .executed import unpack
+    from .feedback import draw_parts
 
     try:
-        html = render_feedback(spec, r, executed)
-    except Exception:  # drawn again at the end, where a failure is reported per student
+        parts = draw_parts(spec, questions, unpack(executed) if executed is not None else None)
+        return parts_key(fingerprint, questions, executed), pack_parts(parts)
+    except Exception as exc:
+        log.debug("feedback not drawn by the worker: %s: %s", type(exc).__name__, exc)
         return None
-    return {"key": page_key(fingerprint, r, packed), "html": html}
 
 
-def compress(html: str) -> bytes:
-    return zlib.compress(html.encode("utf-8"), 6)
+def pack_parts(parts: dict[str, str]) -> bytes:
+    return zlib.compress(json.dumps(parts).encode("utf-8"), 6)
 
 
-def decompress(blob: bytes) -> str:
-    return zlib.decompress(blob).decode("utf-8")
+def unpack_parts(blob: bytes) -> dict[str, str] | None:
+    """The kept parts, or None when they cannot be read (then they are drawn again)."""
+    try:
+        parts: Any = json.loads(zlib.decompress(blob).decode("utf-8"))
+    except (zlib.error, ValueError):
+        return None
+    if not isinstance(parts, dict) or not all(
+        isinstance(parts.get(k), str) for k in ("curve", "body")
+    ):
+        return None
+    return {"curve": parts["curve"], "body": parts["body"]}

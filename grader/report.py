@@ -253,18 +253,19 @@ def write_feedback(
     r: SubmissionResult,
     folder: Path,
     executed: NotebookNode | None = None,
-    page: str | None = None,
-) -> str:
+    parts: dict[str, str] | None = None,
+) -> dict[str, str]:
     """`<student>.json|.md|.html`, and `<student>.ipynb` when the executed notebook was kept;
-    returns the HTML page.
+    returns the page's drawn parts.
 
     The HTML page is the student's executed notebook with the results in it
-    (grader/feedback.py); without one (an unreadable file), the results alone. `page`: that
-    page already drawn for exactly this result and notebook (grader/pages.py).
+    (grader/feedback.py); without one (an unreadable file), the results alone. `parts`: the
+    costly parts already drawn for exactly these question results and notebook
+    (grader/pages.py); the summary on top is always made from `r`.
     """
     import nbformat
 
-    from .feedback import render_feedback
+    from .feedback import draw_parts, render_feedback
 
     name = safe_filename(r.student)
     atomic_write_text(
@@ -273,10 +274,10 @@ def write_feedback(
     atomic_write_text(folder / f"{name}.md", feedback_markdown(spec, r))
     if executed is not None:
         atomic_write_text(folder / f"{name}.ipynb", nbformat.writes(executed))
-    if page is None:
-        page = render_feedback(spec, r, executed)
-    atomic_write_text(folder / f"{name}.html", page)
-    return page
+    if parts is None:
+        parts = draw_parts(spec, r.questions, executed)
+    atomic_write_text(folder / f"{name}.html", render_feedback(spec, r, executed, parts=parts))
+    return parts
 
 
 def write_outputs(
@@ -288,7 +289,7 @@ def write_outputs(
     from .batch import fingerprint
     from .classreport import class_report
     from .executed import feedback_extras, unpack
-    from .pages import compress, decompress, page_key
+    from .pages import pack_parts, parts_key, unpack_parts
 
     out.mkdir(parents=True, exist_ok=True)
     problems = []
@@ -297,14 +298,13 @@ def write_outputs(
     for r in results:
         blob = book.executed(r.student) if book is not None else None
         executed = unpack(blob) if blob is not None else None
-        key = page_key(batch_fingerprint, r, blob)
+        key = parts_key(batch_fingerprint, r.questions, blob)
         kept = book.page(r.student, key) if book is not None else None
+        parts = unpack_parts(kept) if kept is not None else None
         try:
-            page = write_feedback(
-                spec, r, out / "feedback", executed, decompress(kept) if kept else None
-            )
-            if book is not None and kept is None:
-                book.set_page(r.student, key, compress(page))
+            drawn = write_feedback(spec, r, out / "feedback", executed, parts)
+            if book is not None and parts is None:
+                book.set_page(r.student, key, pack_parts(drawn))
         except (OSError, ValueError) as exc:  # UnicodeError is a ValueError
             problems.append(f"{r.student}: feedback not written: {type(exc).__name__}: {exc}")
         shown = feedback_extras(executed).get("answers")

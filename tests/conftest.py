@@ -79,16 +79,17 @@ def grading_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def pages_drawn_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The students whose feedback page this process draws from now on (the workers of a
-    batch are other processes: what they draw is not counted)."""
+    """The feedback pages this process draws from now on (their costly parts: the notebook
+    and the curve), one entry each; the workers of a batch are other processes: what they
+    draw is not counted."""
     import grader.feedback
 
     drawn: list[str] = []
-    real = grader.feedback.render_feedback
+    real = grader.feedback.draw_parts
 
-    def counted(spec: Any, r: Any, executed: Any, extra_summary: str = "") -> str:
-        drawn.append(r.student)
-        return real(spec, r, executed, extra_summary)
+    def counted(spec: Any, questions: Any, executed: Any) -> dict[str, str]:
+        drawn.append("page")
+        return real(spec, questions, executed)
 
-    monkeypatch.setattr(grader.feedback, "render_feedback", counted)
+    monkeypatch.setattr(grader.feedback, "draw_parts", counted)
     return drawn

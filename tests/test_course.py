@@ -336,7 +336,7 @@ def test_a_notebook_from_another_assignment_is_an_error_row_not_a_zero(spec, gra
 # ------------------------------------------------------------------ the whole batch
 
 
-def test_grade_a_canvas_download_with_deadline_roster_and_times(course_spec, tmp_path, grading_cache, repo_root, capsys):
+def test_grade_a_canvas_download_with_deadline_roster_and_times(course_spec, tmp_path, grading_cache, repo_root, capsys, pages_drawn_here):
     """`grader grade` on a Canvas class zip: zip entry times, the `_LATE` marker, a roster
     (one absentee, one stranger), then a submissions.csv correcting a time on a cached rerun.
     The notebooks are from another assignment, so no kernel runs: this is the plumbing."""
@@ -368,6 +368,11 @@ def test_grade_a_canvas_download_with_deadline_roster_and_times(course_spec, tmp
     feedback = json.loads((out / "feedback" / "jbrown.json").read_text())
     assert feedback["origin"] == {"time_source": "zip entry time", "lms_id": "10244", "canvas_late": True, "roster_id": "jbrown", "roster_name": "James Brown"}
     assert "time from the zip entry time" in feedback["late"]["explanation"]
+    # the workers drew the pages; the penalty and the roster are in the summary, made here:
+    # only the absentees' pages (no submission, so no worker) were drawn in this process
+    absent = [s for s, row in rows.items() if row["status"] == MISSING]
+    assert len(absent) == 2 and len(pages_drawn_here) == len(absent)
+    assert "20% off" in (out / "feedback" / "jbrown.html").read_text()
 
     times = tmp_path / "submissions.csv"
     times.write_text("student,file,submitted_at\njbrown,jbrown_LATE_10244_900002_mnist_nn.ipynb,2026-03-08T00:05:00-05:00\n")
@@ -376,6 +381,8 @@ def test_grade_a_canvas_download_with_deadline_roster_and_times(course_spec, tmp
     rows = {r["student"]: r for r in csv.DictReader(io.StringIO((out / "grades.csv").read_text()))}
     assert rows["jbrown"]["submitted_at"] == "2026-03-08T05:05:00+00:00"
     assert rows["jbrown"]["penalty_percent"] == "0"  # inside the 10-minute grace period
+    assert "% off" not in (out / "feedback" / "jbrown.html").read_text()
+    assert len(pages_drawn_here) == len(absent)  # the new time changed the summary only
     late = json.loads((out / "feedback" / "jbrown.json").read_text())["late"]["explanation"]
     assert "grace" in late and "Canvas marked it LATE" in late and "submissions.csv" in late
     assert main(["export", "--assignment", str(course_spec.root), "--out", str(out)]) == 0

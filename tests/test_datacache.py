@@ -1,5 +1,6 @@
 """The data set kept on disk as arrays (grader/datacache.py), and ctx.data() reading it."""
 
+import collections
 import json
 import time
 
@@ -18,6 +19,10 @@ def _arrays():
         (np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(3, dtype=np.int64)),
         [np.ones(2, dtype=np.uint8), np.zeros((2, 2), dtype=np.float64)],
     )
+
+
+def _copies(folder):
+    return [p for p in folder.glob(f"{PREFIX}*") if p.is_dir()]
 
 
 class Loader:
@@ -56,6 +61,9 @@ def test_a_check_writing_into_the_data_changes_only_its_own_copy(tmp_path):
     assert again[0][0][0, 0] == 0.0
 
 
+Pair = collections.namedtuple("Pair", "x y")
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -64,15 +72,37 @@ def test_a_check_writing_into_the_data_changes_only_its_own_copy(tmp_path):
         (np.array([object()], dtype=object),),
         (np.ones(3), 5),
         (),
+        Pair(np.ones(3), np.zeros(3)),  # would come back as a plain tuple
     ],
-    ids=["dict", "string", "object-array", "number", "empty"],
+    ids=["dict", "string", "object-array", "number", "empty", "namedtuple"],
 )
 def test_anything_but_arrays_is_loaded_every_time(tmp_path, value):
     load = Loader(value)
     kept_data(tmp_path, KEY, load)
     assert kept_data(tmp_path, KEY, load) is value
     assert load.calls == 2
-    assert not list(tmp_path.glob(f"{PREFIX}*"))
+    assert not _copies(tmp_path)
+
+
+def test_every_process_sees_the_same_layout(tmp_path):
+    """The loader's own arrays may be views; the process that keeps them uses the copy it
+    reads back, as every later process does."""
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    first = kept_data(tmp_path, KEY, Loader((base.T, base.T)))
+    later = kept_data(tmp_path, KEY, Loader(None))
+    for value in (first, later):
+        assert np.array_equal(value[0], base.T) and value[0].base is not base
+        assert value[0].strides == later[0].strides
+        assert value[0] is not value[1]  # as any later process sees them
+
+
+def test_a_cache_folder_that_cannot_be_written_still_loads(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    load = Loader(_arrays())
+    _same(kept_data(blocker / "cache", KEY, load), _arrays())
+    _same(kept_data(blocker / "cache", KEY, load), _arrays())
+    assert load.calls == 2
 
 
 def test_another_key_is_another_copy_and_a_damaged_copy_is_made_again(tmp_path):
@@ -81,7 +111,7 @@ def test_another_key_is_another_copy_and_a_damaged_copy_is_made_again(tmp_path):
     _same(kept_data(tmp_path, {**KEY, "reference": "r2"}, other), ((np.full(2, 7.0),),))
     assert other.calls == 1
     (folder,) = [
-        p for p in tmp_path.glob(f"{PREFIX}*") if json.loads((p / "index.json").read_text())["key"] == KEY
+        p for p in _copies(tmp_path) if json.loads((p / "index.json").read_text())["key"] == KEY
     ]
     (folder / "0.npy").write_bytes(b"not an array")
     load = Loader(_arrays())
@@ -95,7 +125,7 @@ def test_only_the_most_recently_used_copies_are_kept(tmp_path):
     for key in keys:
         kept_data(tmp_path, key, Loader(((np.ones(2),),)))
         time.sleep(0.01)  # distinct modification times
-    assert len(list(tmp_path.glob(f"{PREFIX}*"))) == KEEP
+    assert len(_copies(tmp_path)) == KEEP
     assert kept_data(tmp_path, keys[-1], Loader(None)) is not None  # the newest is there
 
 

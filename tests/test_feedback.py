@@ -263,3 +263,60 @@ def test_code_the_student_wrote_is_shown_as_text(spec, template):
     page = render_feedback(spec, _result(spec), nb)
     _assert_safe(page)
     assert "&lt;/pre&gt;&lt;script&gt;alert(1)" in page
+
+
+# ------------------------------------------------------------- pages drawn by the workers
+
+
+def test_a_page_drawn_by_a_worker_is_the_page_drawn_at_the_end(spec, template):
+    """A worker draws the costly parts from the result as the instructor's process will read
+    it back (a lone surrogate from a student's exception message included) and the key
+    that process computes finds them; the page made from them is the page drawn there."""
+    from grader.batch import from_answer, worker_answer
+    from grader.pages import parts_key, unpack_parts
+
+    r = _result(spec, warnings=["a note"])
+    r.questions[0].checks[0].message = "your function raised ValueError: \ud800"
+    answer = worker_answer(spec, "fingerprint", r, _with_output(template, _display({})))
+    result, kept = from_answer(answer)
+    assert kept.page is not None and kept.executed is not None
+    key, blob = kept.page
+    assert key == parts_key("fingerprint", result.questions, kept.executed)
+    parts = unpack_parts(blob)
+    assert parts is not None
+    executed = unpack(kept.executed)
+    page = render_feedback(spec, result, executed, parts=parts)
+    assert page == render_feedback(spec, result, executed)
+    assert "ValueError: \ufffd" in page
+
+
+def test_the_drawn_parts_key_follows_what_they_show(spec):
+    """Late penalties, the roster, the log and the times are in the summary (made afresh
+    each time), not in the drawn parts: they keep the key. A question's points or comment,
+    the notebook, the batch's fingerprint change it."""
+    from grader.pages import parts_key
+
+    r = _result(spec)
+    blob = b"notebook"
+    key = parts_key("fp", r.questions, blob)
+    r.late = {"penalty_percent": 20, "late_seconds": 3600, "explanation": "an hour late"}
+    r.origin = {"roster_id": "a1"}
+    r.log.append("graded on the second try")
+    assert parts_key("fp", r.questions, blob) == key
+    assert parts_key("fp2", r.questions, blob) != key
+    assert parts_key("fp", r.questions, b"another notebook") != key
+    assert parts_key("fp", r.questions, None) != key
+    for change in ({"points": 1.0, "status": "passed"}, {"message": "Your instructor: good"}):
+        scored = _result(spec)
+        manual = next(q for q in scored.questions if q.status == "manual")
+        for name, value in change.items():
+            setattr(manual, name, value)
+        assert parts_key("fp", scored.questions, blob) != key
+
+
+def test_damaged_kept_parts_are_drawn_again():
+    from grader.pages import pack_parts, unpack_parts
+
+    assert unpack_parts(pack_parts({"curve": "", "body": "x"})) == {"curve": "", "body": "x"}
+    for blob in (b"not zlib", zlib.compress(b"not json"), zlib.compress(b'{"body": 1}'), zlib.compress(b"[]")):
+        assert unpack_parts(blob) is None
