@@ -486,11 +486,11 @@ def grade_batch(
     if todo:
         _check_sandbox(spec, options, batch)
         record = _recorder(book, key, batch, progress, on_result)
-        drawn = fingerprint(spec)  # the feedback pages are drawn by the workers (pages.py)
+        pages = fingerprint(spec)  # the workers draw the feedback pages (grader/pages.py)
         if options.scheduler:
-            _run_dask(spec, options.scheduler, todo, extra, worker_options, drawn, record)
+            _run_dask(spec, options.scheduler, todo, extra, worker_options, pages, record)
         else:
-            _run_pool(spec, todo, extra, worker_options, options.jobs, drawn, record)
+            _run_pool(spec, todo, extra, worker_options, options.jobs, pages, record)
     results = apply_manual(spec, book.current_results(), book)
     results, course = finish_results(spec, results, out, options.course)
     batch.warnings += course.warnings
