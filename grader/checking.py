@@ -371,19 +371,25 @@ def _read_cached(path: Path, key_data: dict[str, Any]) -> tuple[Any] | None:
     return None
 
 
-def reference_code_key(spec: AssignmentSpec) -> dict[str, str]:
-    """Hashes of the reference and checks modules, and the numeric libraries' versions."""
+def installed_versions(packages: Sequence[str]) -> dict[str, str]:
+    """Each package's installed version ("none" when it is not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
+    found: dict[str, str] = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "none"
+    return found
+
+
+def reference_code_key(spec: AssignmentSpec) -> dict[str, str]:
+    """Hashes of the reference and checks modules, and the numeric libraries' versions."""
     key: dict[str, str] = {}
     for label, path in (("reference", spec.reference_path), ("checks", spec.checks_path)):
         key[label] = sha256_file(path) if path is not None and path.is_file() else "none"
-    for package in ("torch", "numpy"):
-        try:
-            key[package] = version(package)
-        except PackageNotFoundError:
-            key[package] = "none"
-    return key
+    return key | installed_versions(("torch", "numpy"))
 
 
 def run_check(

@@ -2,17 +2,18 @@
 read back.
 
 Every grading process (each local worker, each Dask worker, the instructor's own) that runs
-a check needing `ctx.data()` used to decompress and unpickle the data set: 1.2-2.5 s of CPU
-for MNIST, per process and batch. When the loader returns arrays in plain tuples and lists
-(as MNIST's does), they are written once as `.npy` files beside the reference cache and
-read back as plain arrays (about 0.1 s for MNIST's 220 MB). Every process, the one that
-wrote them too, uses what was read back, so all see arrays of the same layout.
+a check needing `ctx.data()` used to load the data set file again (decompress, unpickle):
+seconds of CPU per process and batch for a data set of a few hundred MB. When the loader
+returns arrays in plain tuples and lists, they are written once as `.npy` files beside the
+reference cache and read back as plain arrays, at the disk's speed. Every process, the one
+that wrote them too, uses what was read back, so all see arrays of the same layout.
 
 The key is the data file's hash, the loader's name, the reference's source and numpy's
 version. Anything else a loader returns (a dict, a named tuple, objects) is not kept. The
 cache is an optimisation only: a folder that cannot be written or read means loading as
 before, never a failed check. One process writes a copy (the others wait on its lock, then
-read it); two copies (220 MB each for MNIST) are kept per assignment, the most recently used.
+read it); two copies (each as large as the loaded arrays) are kept per assignment, the most
+recently used.
 """
 
 from __future__ import annotations
