@@ -40,12 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 from grader.assemble import assemble, parse_notebook  # noqa: E402
 from grader.authoring import load_source, make_template  # noqa: E402
-from grader.batch import BatchOptions, discover, grade_batch  # noqa: E402
+from grader.batch import BatchOptions, grade_batch  # noqa: E402
 from grader.cells import PARAMETERS, cell_role  # noqa: E402
 from grader.data import resolve_dataset, stage_dataset  # noqa: E402
 from grader.execute import kernel_env  # noqa: E402
 from grader.prepare import parameters_code  # noqa: E402
 from grader.spec import AssignmentSpec, load_spec  # noqa: E402
+from grader.submissions import discover  # noqa: E402
 
 STAGES = ("kernel", "setup", "cells", "extract", "checks", "total")
 

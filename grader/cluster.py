@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import UsageError
 from .spec import AssignmentSpec
+from .submissions import Submission, submitted_at
 
 BUNDLE_SUFFIXES = (".py", ".toml", ".json", ".ipynb", ".txt", ".csv")
 MAX_BUNDLE_BYTES = 50 * 2**20
@@ -197,11 +198,11 @@ def connect(scheduler: str) -> Iterator[Any]:
 def run_on_dask(
     scheduler: str,
     spec: AssignmentSpec,
-    jobs: list[tuple[Any, bytes, list[str]]],
+    jobs: list[tuple[Submission, bytes, list[str]]],
     options: dict[str, Any],
     page_fingerprint: str,
-    record: Callable[[Any, dict[str, Any], bool], None],
-    failed: Callable[[Any, str], None],
+    record: Callable[[Submission, dict[str, Any], bool], None],
+    failed: Callable[[Submission, str], None],
 ) -> None:
     """Grade `jobs` (submission, its bytes, extra warnings) on the cluster; `record` each
     result (as grade_task's plain data) as it arrives. A task that failed on every try (its
@@ -220,7 +221,7 @@ def run_on_dask(
                 raw,
                 sub.student,
                 sub.label,
-                sub.mtime.isoformat(timespec="seconds"),  # as batch._when
+                submitted_at(sub),
                 extra,
                 sub.origin(),
                 page_fingerprint,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from grader.batch import discover, newest_per_student, student_from_name
 from grader.errors import UsageError
+from grader.submissions import discover, newest_per_student, student_from_name
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from grader import results as R
-from grader.batch import discover
 from grader.canvas import fill_gradebook, split_records
 from grader.cli import main
 from grader.course import CourseFiles, finish_results, read_extensions, read_submission_times
@@ -24,6 +23,7 @@ from grader.gradebook import Gradebook
 from grader.results import QuestionResult, SubmissionResult
 from grader.roster import MISSING, apply_roster, read_roster
 from grader.spec import load_spec
+from grader.submissions import discover
 
 HERE = Path(__file__).parent / "course"
 CANVAS = HERE / "canvas_gradebook.csv"
@@ -76,9 +76,9 @@ def test_times_come_from_the_csv_then_the_zip_entry_then_the_file(tmp_path):
 
     times = tmp_path / "submissions.csv"
     times.write_text("student,file,submitted_at\neriksenlars,,2026-03-09T10:00:00-05:00\n")
-    from grader.batch import _explicit_times
+    from grader.submissions import with_explicit_times
 
-    fixed = {s.student: s for s in _explicit_times(list(subs.values()), times)}
+    fixed = {s.student: s for s in with_explicit_times(list(subs.values()), times)}
     assert fixed["eriksenlars"].mtime == datetime(2026, 3, 9, 15, 0, tzinfo=UTC)
     assert fixed["eriksenlars"].origin()["time_source"] == "submissions.csv"
     assert fixed["okaforchidi"].time_source == "zip entry time"
