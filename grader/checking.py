@@ -224,19 +224,25 @@ class CheckContext:
             if not callable(loader):
                 raise SpecError(f"the reference module has no function {dataset.loader!r}")
             started = time.monotonic()  # the batch's cost, not a student's: see cached()
-            self._data = _DATA_CACHE.get(self.dataset_path)
-            if self._data is None:
-                # what the loaded arrays depend on: the file, the loader's code, numpy
-                code = self.code_key
-                key_data = {
-                    "data": self.data_hash,
-                    "loader": dataset.loader,
-                    "reference": code["reference"],
-                    "numpy": code["numpy"],
-                }
+            # what the loaded value depends on: the file, the loader's code, numpy
+            code = self.code_key
+            key_data = {
+                "data": self.data_hash,
+                "loader": dataset.loader,
+                "reference": code["reference"],
+                "numpy": code["numpy"],
+            }
+            memo = json.dumps(key_data, sort_keys=True)
+            if memo not in _DATA_CACHE:
                 path = self.dataset_path
-                self._data = kept_data(self.cache_dir / self.spec.id, key_data, lambda: loader(path))
-            _DATA_CACHE[self.dataset_path] = self._data
+
+                def load() -> Any:
+                    return loader(path)
+
+                _DATA_CACHE[memo] = kept_data(self.cache_dir / self.spec.id, key_data, load)
+                while len(_DATA_CACHE) > DATA_IN_PROCESS:
+                    _DATA_CACHE.pop(next(iter(_DATA_CACHE)))  # the oldest
+            self._data = _DATA_CACHE[memo]
             self.reference_seconds += time.monotonic() - started
         return self._data
 
@@ -341,7 +347,10 @@ class CheckContext:
         return self.runner(body, timeout or float(self.spec.grading.cell_timeout))
 
 
-_DATA_CACHE: dict[Path, Any] = {}
+# the loaded data sets of this process, by what they depend on: a long-lived process (a Dask
+# worker) that grades an assignment whose data file, loader or numpy changed loads it anew
+_DATA_CACHE: dict[str, Any] = {}
+DATA_IN_PROCESS = 2  # the most recently loaded
 
 
 def cached_json(path: Path, key_data: dict[str, Any], compute: Callable[[], T]) -> T:

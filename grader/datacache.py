@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from .fileio import locked
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3  # 3: each array's shape, type and checksum in the index
 KEEP = 2  # kept copies per assignment folder, the most recently used
 PREFIX = "loaded-data-"  # a folder per copy, beside the cached reference results
 SCRATCH = ".loaded-data-"  # a copy being written
@@ -69,29 +70,46 @@ def _build(shape: Any, arrays: list[np.ndarray]) -> Any:
     return [_build(s, arrays) for s in shape["list"]]
 
 
+def _summary(array: np.ndarray) -> dict[str, Any]:
+    """What a kept array must still be when read back: shape, type and a checksum."""
+    # in the order np.save writes it (Fortran only for an array that is not also C-ordered)
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    data = np.ravel(array, order=order).view(np.uint8).data  # a copy only for a strided view
+    return {"shape": list(array.shape), "dtype": array.dtype.str, "crc32": zlib.crc32(data)}
+
+
 def _read(folder: Path, key_data: dict[str, Any]) -> Any:
     """The kept value, or None when there is none for exactly `key_data` or it cannot be read
-    now (a missing folder, permissions); raises _Damaged when its content is wrong."""
+    now (a missing folder, permissions, memory); raises _Damaged when its content is not what
+    was written (any file changed, swapped, truncated or planted)."""
     try:
-        text = (folder / "index.json").read_text(encoding="utf-8")
+        raw = (folder / "index.json").read_bytes()
     except OSError:
         return None
     try:
-        index = json.loads(text)
+        index = json.loads(raw.decode("utf-8"))
         if index.get("key") != key_data or index.get("format") != FORMAT:
             raise _Damaged("another key or format")
         arrays = []
-        for i in range(int(index["arrays"])):
+        for i, expected in enumerate(index["arrays"]):
+            file = folder / f"{i}.npy"
             try:
-                array = np.load(folder / f"{i}.npy", allow_pickle=False)
-            except OSError as exc:
-                if not (folder / f"{i}.npy").exists():
+                with open(file, "rb") as handle:
+                    array = np.lib.format.read_array(handle, allow_pickle=False)
+            except (OSError, MemoryError) as exc:
+                if not file.exists():
                     raise _Damaged(f"{i}.npy is missing") from exc
                 return None  # unreadable now (permissions, no memory): loaded instead
+            if _summary(array) != expected:
+                raise _Damaged(f"{i}.npy is not the array that was kept")
             arrays.append(array)
         value = _build(index["shape"], arrays)
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise _Damaged(str(exc)) from exc
+    except _Damaged:
+        raise
+    except MemoryError:
+        return None
+    except Exception as exc:  # whatever a changed file makes the readers raise
+        raise _Damaged(f"{type(exc).__name__}: {exc}") from exc
     try:
         os.utime(folder / "index.json")  # used now: see _prune
     except OSError:
@@ -109,7 +127,8 @@ def _write(folder: Path, key_data: dict[str, Any], shape: Any, arrays: list[np.n
                 np.save(handle, array, allow_pickle=False)
                 handle.flush()
                 os.fsync(handle.fileno())
-        index = {"format": FORMAT, "key": key_data, "shape": shape, "arrays": len(arrays)}
+        summaries = [_summary(array) for array in arrays]
+        index = {"format": FORMAT, "key": key_data, "shape": shape, "arrays": summaries}
         with open(scratch / "index.json", "w", encoding="utf-8") as handle:
             json.dump(index, handle)
             handle.flush()

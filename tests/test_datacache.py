@@ -120,6 +120,73 @@ def test_another_key_is_another_copy_and_a_damaged_copy_is_made_again(tmp_path):
     _same(kept_data(tmp_path, KEY, Loader(None)), _arrays())  # made again, readable
 
 
+def _flip_a_bit(folder):
+    data = bytearray((folder / "0.npy").read_bytes())
+    data[-1] ^= 1
+    (folder / "0.npy").write_bytes(bytes(data))
+
+
+def _swap(folder):
+    first, second = (folder / "0.npy").read_bytes(), (folder / "1.npy").read_bytes()
+    (folder / "0.npy").write_bytes(second)
+    (folder / "1.npy").write_bytes(first)
+
+
+def _plant(folder):  # a valid array of the same shape and type, other values
+    np.save(folder / "0.npy", np.arange(12, dtype=np.float32).reshape(3, 4)[::-1].copy())
+
+
+def _npz(folder):
+    np.savez(folder / "other.npz", np.arange(12, dtype=np.float32).reshape(3, 4))
+    (folder / "other.npz").rename(folder / "0.npy")
+
+
+DAMAGES = {
+    "empty-array-file": lambda f: (f / "0.npy").write_bytes(b""),
+    "index-not-utf8": lambda f: (f / "index.json").write_bytes(b"\xff\xfe{"),
+    "index-nested-deep": lambda f: (f / "index.json").write_text("[" * 100_000 + "]" * 100_000),
+    "index-not-json": lambda f: (f / "index.json").write_text("{"),
+    "bit-flipped": _flip_a_bit,
+    "files-swapped": _swap,
+    "other-values": _plant,
+    "npz-as-npy": _npz,
+    "array-missing": lambda f: (f / "1.npy").unlink(),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_kept_copy_changed_in_any_way_is_loaded_and_kept_again(tmp_path, damage):
+    kept_data(tmp_path, KEY, Loader(_arrays()))
+    (folder,) = _copies(tmp_path)
+    damage(folder)
+    load = Loader(_arrays())
+    _same(kept_data(tmp_path, KEY, load), _arrays())
+    assert load.calls == 1
+    again = Loader(_arrays())
+    _same(kept_data(tmp_path, KEY, again), _arrays())
+    assert again.calls == 0  # kept again, whole
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda a: a[:, ::2],
+        lambda a: a.T,
+        lambda a: a.T[::2],
+        lambda a: a.astype(">f8"),
+        lambda a: np.array(a[0, 0]),
+    ],
+    ids=["strided", "fortran", "fortran-strided", "big-endian", "zero-d"],
+)
+def test_arrays_of_any_layout_are_read_back_without_loading_again(tmp_path, view):
+    value = (view(np.arange(24, dtype=np.float32).reshape(4, 6)),)
+    load = Loader(value)
+    kept_data(tmp_path, KEY, load)
+    again = kept_data(tmp_path, KEY, load)
+    assert load.calls == 1
+    assert np.array_equal(again[0], value[0]) and again[0].dtype == value[0].dtype
+
+
 def test_only_the_most_recently_used_copies_are_kept(tmp_path):
     keys = [{**KEY, "reference": f"r{i}"} for i in range(KEEP + 2)]
     for key in keys:
@@ -127,6 +194,24 @@ def test_only_the_most_recently_used_copies_are_kept(tmp_path):
         time.sleep(0.01)  # distinct modification times
     assert len(_copies(tmp_path)) == KEEP
     assert kept_data(tmp_path, keys[-1], Loader(None)) is not None  # the newest is there
+
+
+def test_a_long_lived_process_loads_again_when_the_loader_changes(spec, tmp_path, monkeypatch):
+    """A Dask worker keeps its process from one assignment bundle to the next: an edited
+    loader (a new reference.py) must not be answered with the data the old one loaded."""
+    monkeypatch.setattr(checking, "_DATA_CACHE", {})
+
+    def data(reference_hash, value):
+        ctx = CheckContext(spec, tmp_path / "data.bin", tmp_path / "cache")
+        ctx._data_hash = "the same file"
+        ctx._code_key = {"reference": reference_hash, "checks": "c", "torch": "t", "numpy": "n"}
+        monkeypatch.setattr(ctx.reference, spec.dataset.loader, lambda path: value)
+        return ctx.data()
+
+    assert data("r1", (np.ones(2),))[0].tolist() == [1.0, 1.0]
+    assert data("r2", (np.zeros(2),))[0].tolist() == [0.0, 0.0]
+    assert data("r1", (np.full(2, 5.0),))[0].tolist() == [1.0, 1.0]  # r1's, not loaded again
+    assert len(checking._DATA_CACHE) == checking.DATA_IN_PROCESS
 
 
 @pytest.mark.slow
