@@ -30,7 +30,7 @@ from .gradebook import Gradebook, ManualScore
 from .report import grade_table, one_line, write_outputs
 from .results import SubmissionResult
 from .scoring import ungradable
-from .spec import AssignmentSpec, SandboxLimits
+from .spec import AssignmentSpec, SandboxLimits, files_digest
 from .submissions import (
     Submission,
     discover,
@@ -45,10 +45,8 @@ log = logging.getLogger("grader")
 def fingerprint(spec: AssignmentSpec, settings: str = "") -> str:
     """Changes whenever anything that can change a grade changes."""
     digest = hashlib.sha256(__version__.encode() + b"\0" + settings.encode())
-    for path in sorted(spec.root.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".toml", ".json", ".ipynb"):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+    # the files as they were when the spec was read: what this process grades and draws with
+    digest.update((spec.files_digest or files_digest(spec.root)).encode())
     digest.update(grader_source_digest())
     return digest.hexdigest()[:24]
 

@@ -73,8 +73,9 @@ def _build(shape: Any, arrays: list[np.ndarray]) -> Any:
 def _summary(array: np.ndarray) -> dict[str, Any]:
     """What a kept array must still be when read back: shape, type and a checksum."""
     # in the order np.save writes it (Fortran only for an array that is not also C-ordered)
-    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-    data = np.ravel(array, order=order).view(np.uint8).data  # a copy only for a strided view
+    fortran = array.flags.f_contiguous and not array.flags.c_contiguous
+    flat = array.ravel(order="F") if fortran else array.ravel(order="C")  # a copy if strided
+    data = flat.view(np.uint8).data
     return {"shape": list(array.shape), "dtype": array.dtype.str, "crc32": zlib.crc32(data)}
 
 

@@ -130,5 +130,11 @@ def pack(nb: NotebookNode) -> bytes:
 
 
 def unpack(blob: bytes) -> NotebookNode:
-    nb: NotebookNode = nbformat.reads(zlib.decompress(blob).decode("utf-8"), as_version=4)
+    """The kept notebook; ValueError when the kept bytes are not one (a damaged gradebook)."""
+    try:
+        nb: NotebookNode = nbformat.reads(zlib.decompress(blob).decode("utf-8"), as_version=4)
+        if not isinstance(nb.get("cells"), list):
+            raise ValueError("it has no list of cells")
+    except Exception as exc:  # zlib, JSON, nbformat's schema and conversion errors alike
+        raise ValueError(f"the kept notebook is damaged ({type(exc).__name__}: {exc})") from exc
     return nb

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import EllipsisType
+from typing import Any
 
 from .errors import GradebookError
 from .results import SubmissionResult
@@ -188,7 +189,7 @@ class Gradebook:
         row = self._db.execute(
             "SELECT parts FROM pages WHERE student=? AND page_key=?", (student, page_key)
         ).fetchone()
-        return bytes(row[0]) if row else None
+        return _blob(row)
 
     def set_page(self, student: str, page_key: str, parts: bytes) -> None:
         """Keep parts drawn again (one row per student: it replaces the older one). Parts that
@@ -208,7 +209,7 @@ class Gradebook:
             "ON e.student=c.student AND e.cache_key=c.cache_key WHERE c.student=?",
             (student,),
         ).fetchone()
-        return bytes(row[0]) if row else None
+        return _blob(row)
 
     def set_manual(
         self,
@@ -285,3 +286,11 @@ class Gradebook:
 
     def manual_scores(self) -> dict[tuple[str, str], float]:
         return {key: m.points for key, m in self.manual_entries().items() if m.points is not None}
+
+
+def _blob(row: tuple[Any, ...] | None) -> bytes | None:
+    """A stored blob, None without a row. A row that holds anything else (a gradebook edited
+    by hand) gives b"", which its reader takes for damaged (drawn again, or said)."""
+    if row is None:
+        return None
+    return row[0] if isinstance(row[0], bytes) else b""

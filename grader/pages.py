@@ -87,7 +87,7 @@ def unpack_parts(blob: bytes) -> dict[str, str] | None:
     """The kept parts, or None when they cannot be read (then they are drawn again)."""
     try:
         parts: Any = json.loads(zlib.decompress(blob).decode("utf-8"))
-    except (zlib.error, ValueError):
+    except (zlib.error, ValueError, RecursionError):
         return None
     if not isinstance(parts, dict) or not all(
         isinstance(parts.get(k), str) for k in ("curve", "body")

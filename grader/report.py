@@ -22,6 +22,7 @@ from nbformat import NotebookNode
 from .fileio import atomic_write_text
 from .gradebook import Gradebook
 from .results import Q_MANUAL, SubmissionResult
+from .roster import MISSING
 from .spec import AssignmentSpec
 
 REPORT_NAME = "report.html"
@@ -296,8 +297,12 @@ def write_outputs(
     answers: dict[str, dict[str, str]] = {}
     batch_fingerprint = fingerprint(spec) if book is not None else ""
     for r in results:
-        blob = book.executed(r.student) if book is not None else None
-        executed = unpack(blob) if blob is not None else None
+        blob = book.executed(r.student) if book is not None and r.status != MISSING else None
+        try:
+            executed = unpack(blob) if blob is not None else None
+        except ValueError as exc:
+            problems.append(f"{r.student}: feedback shows no notebook: {exc}")
+            executed = blob = None
         key = parts_key(batch_fingerprint, r.questions, blob)
         kept = book.page(r.student, key) if book is not None else None
         parts = unpack_parts(kept) if kept is not None else None

@@ -124,9 +124,10 @@ def _answer(text: str, digest: str, entry: ManualScore | None, context: str) -> 
 def _contexts(book: Gradebook, r: SubmissionResult, spec: AssignmentSpec) -> dict[str, str]:
     """Per manual question, the outputs of the code cell just before its answer (HTML)."""
     blob = book.executed(r.student)
-    if blob is None:
+    try:
+        cells = unpack(blob).cells if blob is not None else []
+    except ValueError:  # a damaged gradebook: the answer is still shown, without context
         return {}
-    cells = unpack(blob).cells
     out = {}
     for i, cell in enumerate(cells):
         role = cell_role(cell)

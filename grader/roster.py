@@ -162,5 +162,10 @@ def apply_roster(
         f"{', '.join(names)} (all match {sid})" for sid, names in found.items() if len(names) > 1
     ]
     absent = {s.id: s for s in roster if s.id not in found}  # once, if listed twice
-    out += [missing_result(spec, s) for s in absent.values()]
+    submitters = {r.student.casefold() for r in out}
+    for s in absent.values():
+        row = missing_result(spec, s)
+        if row.student.casefold() in submitters:  # e.g. a login that an ambiguous file bears
+            row.student = f"{s.id} (no submission)"  # never the submission's row or files
+        out.append(row)
     return RosterMatch(out, unknown, ambiguous)

@@ -10,6 +10,7 @@ See docs/authoring.md for every key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tomllib
@@ -117,6 +118,9 @@ class AssignmentSpec:
     calibration: dict[str, Any]
     deadline: DeadlinePolicy | None = None  # [deadline]: grader/lateness.py
     curve: CurveSpec | None = None
+    # the assignment's files as they were when this spec was read (see files_digest): what
+    # a process holding this spec grades and draws with, even if they are edited meanwhile
+    files_digest: str = field(default="", repr=False, compare=False)
 
     @property
     def source_path(self) -> Path:
@@ -309,6 +313,7 @@ def load_spec(path: str | Path) -> AssignmentSpec:
             f"no assignment spec at {path}",
             hint="pass an assignment folder such as solutions/<id>, or its assignment.toml",
         )
+    digest = files_digest(path.parent)  # before reading: an edit meanwhile only redraws
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -360,7 +365,21 @@ def load_spec(path: str | Path) -> AssignmentSpec:
         calibration=calibration,
         deadline=deadline,
         curve=curve,
+        files_digest=digest,
     )
+
+
+SPEC_SUFFIXES = (".py", ".toml", ".json", ".ipynb")  # what in the folder can change a grade
+
+
+def files_digest(root: Path) -> str:
+    """A digest of the assignment folder's spec, code, calibration and notebooks."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in SPEC_SUFFIXES:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def find_assignment(name_or_path: str | Path, search_root: Path | None = None) -> AssignmentSpec:

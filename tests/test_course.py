@@ -173,6 +173,29 @@ def test_two_submissions_of_one_roster_student_are_listed(course_spec):
     assert len(rows) == len(set(rows)) == 6
 
 
+def test_an_absentee_never_shares_a_name_with_a_submission(course_spec, tmp_path):
+    """A file named like one student's login but bearing another's Canvas id matches both:
+    both are `missing`, and the absentee whose id is the file's name gets a row of its own,
+    never the submission's feedback page or notebook."""
+    from grader.report import write_outputs
+    from grader.roster import RosterStudent
+
+    roster = [
+        RosterStudent("okaforc2", "Okafor, Chidi", canvas_id="20127", login="okaforc2"),
+        RosterStudent("OkaforChidi", "Okafor, Chidiebere", canvas_id="20999", login="okaforchidi"),
+    ]
+    submitted = result(course_spec, "okaforchidi", 15, lms_id="20127")
+    match = apply_roster(course_spec, [submitted], roster)
+    assert match.ambiguous == ["okaforchidi (matches OkaforChidi, okaforc2)"]
+    rows = [(r.student, r.status) for r in match.results]
+    assert rows == [("okaforchidi", R.GRADED), ("okaforc2", MISSING), ("OkaforChidi (no submission)", MISSING)]
+    write_outputs(course_spec, match.results, tmp_path)
+    pages = sorted(p.name for p in (tmp_path / "feedback").glob("*.html"))
+    assert len(pages) == 3
+    own = (tmp_path / "feedback" / "okaforchidi.html").read_text()
+    assert "missing" not in own.split("Score:", 1)[1][:200]
+
+
 def test_a_canvas_export_is_a_roster_and_matches_by_canvas_id(course_spec):
     roster = read_roster(CANVAS)
     assert [s.name for s in roster] == ["Alvarez, Sofia", "Brown, James", "Chen, Wei", "Okafor, Chidi", 'Zhang, "Max" Wei', "Student, Test"]

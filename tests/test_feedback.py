@@ -318,5 +318,75 @@ def test_damaged_kept_parts_are_drawn_again():
     from grader.pages import pack_parts, unpack_parts
 
     assert unpack_parts(pack_parts({"curve": "", "body": "x"})) == {"curve": "", "body": "x"}
-    for blob in (b"not zlib", zlib.compress(b"not json"), zlib.compress(b'{"body": 1}'), zlib.compress(b"[]")):
+    deep = zlib.compress(b"[" * 100_000 + b"]" * 100_000)
+    for blob in (b"not zlib", zlib.compress(b"not json"), zlib.compress(b'{"body": 1}'), zlib.compress(b"[]"), deep):
         assert unpack_parts(blob) is None
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"not zlib", zlib.compress(b"\xff"), zlib.compress(b"[]"), zlib.compress(b'{"a": 1}'), zlib.compress(b"[" * 100_000)],
+    ids=["not-zlib", "not-utf8", "a-list", "not-a-notebook", "nested-deep"],
+)
+def test_a_damaged_kept_notebook_is_a_value_error(blob):
+    with pytest.raises(ValueError, match="the kept notebook is damaged"):
+        unpack(blob)
+
+
+DAMAGED_ROWS = {
+    "page-as-text": "UPDATE pages SET parts = 'text'",
+    "page-nested-deep": "UPDATE pages SET parts = ?",
+    "notebook-as-text": "UPDATE executed SET notebook = 'text'",
+    "notebook-not-zlib": "UPDATE executed SET notebook = X'00ff'",
+}
+
+
+@pytest.mark.parametrize("sql", DAMAGED_ROWS.values(), ids=DAMAGED_ROWS.keys())
+def test_a_damaged_gradebook_row_costs_one_page_part_never_the_export(spec, template, tmp_path, sql):
+    """A gradebook edited by hand: the page is drawn again, or without the notebook (said
+    in the problems); every other output is written."""
+    import sqlite3
+
+    from grader.gradebook import Gradebook
+    from grader.report import write_outputs
+
+    result = _result(spec)
+    book_path = tmp_path / "gradebook.sqlite"
+    with Gradebook(book_path) as book:
+        book.save(result, "key", executed=pack(_with_output(template, _display({}))))
+        write_outputs(spec, [result], tmp_path / "out", book)  # keeps the drawn parts
+    with sqlite3.connect(book_path) as db:
+        deep = zlib.compress(b"[" * 100_000 + b"]" * 100_000)
+        db.execute(sql, (deep,) if "?" in sql else ())
+    with Gradebook(book_path) as book:
+        problems = write_outputs(spec, [result], tmp_path / "out2", book)
+    page = (tmp_path / "out2" / "feedback" / "alice.html").read_text()
+    assert "message for first_nine_index" in page
+    assert (tmp_path / "out2" / "grades.csv").read_text().splitlines()[1].startswith("alice,")
+    if "notebook" in sql:
+        assert problems == [problems[0]] and "alice: feedback shows no notebook" in problems[0]
+    else:
+        assert problems == []
+
+
+def test_a_page_drawn_by_a_process_holding_an_older_spec_is_not_reused(spec, template, tmp_path):
+    """A long-lived process (the review page's rebuild) drew with the spec it read at start,
+    after the instructor edited a title: a later export reads the new files and draws anew."""
+    import shutil
+
+    from grader.gradebook import Gradebook
+    from grader.report import write_outputs
+    from grader.spec import load_spec
+
+    root = tmp_path / "mnist_nn"
+    shutil.copytree(spec.root, root)
+    old = load_spec(root)
+    toml = root / "assignment.toml"
+    toml.write_text(toml.read_text().replace('"Index of the first 9 in the training labels"', '"A NEW TITLE"'))
+    result = _result(spec)
+    with Gradebook(tmp_path / "gradebook.sqlite") as book:
+        book.save(result, "key", executed=pack(_with_output(template, _display({}))))
+        write_outputs(old, [result], tmp_path / "out", book)
+        assert "A NEW TITLE" not in (tmp_path / "out" / "feedback" / "alice.html").read_text()
+        write_outputs(load_spec(root), [result], tmp_path / "out", book)
+    assert "A NEW TITLE" in (tmp_path / "out" / "feedback" / "alice.html").read_text()
