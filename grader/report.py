@@ -301,7 +301,8 @@ def write_outputs(
         try:
             executed = unpack(blob) if blob is not None else None
         except ValueError as exc:
-            problems.append(f"{r.student}: feedback shows no notebook: {exc}")
+            why = f"{exc}; grade it again with --force to keep it anew"
+            problems.append(f"{r.student}: feedback shows no notebook: {why}")
             executed = blob = None
         key = parts_key(batch_fingerprint, r.questions, blob)
         kept = book.page(r.student, key) if book is not None else None
