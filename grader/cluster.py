@@ -80,36 +80,41 @@ class Bundle:
 
 # ------------------------------------------------------------------ on the worker
 
-_SESSIONS: dict[str, Any] = {}
-_LOCK = threading.Lock()
-_GRADING = threading.Lock()
+_SESSIONS: dict[str, Any] = {}  # the most recently used last
+MAX_SESSIONS = 2  # per worker process: the assignments (or versions of one) graded last
+_GRADING = threading.Lock()  # one submission at a time per worker process
 _ROOT: Path | None = None
 
 
 def _session(bundle: Bundle, options: dict[str, Any]) -> Any:
-    """One grading session per worker process and assignment, opened on first use."""
+    """The grading session of this worker process for the assignment bundle, opened on first
+    use; the least recently used beyond MAX_SESSIONS are closed (each holds a kernel started
+    ahead and a fork server with the data loaded: a long-lived worker serving an edited
+    assignment version after version would otherwise keep them all). Call with _GRADING."""
     global _ROOT
     from .grading import open_session
     from .spec import load_spec
 
     key = bundle.digest + repr(sorted(options.items()))
-    with _LOCK:
-        if key not in _SESSIONS:
-            if _ROOT is None:
-                _ROOT = Path(tempfile.mkdtemp(prefix="grader-worker-"))
-            spec = load_spec(bundle.unpack(_ROOT))
-            worker_options = dict(options)
-            dataset = worker_options.get("dataset")
-            if dataset is not None and not Path(dataset).is_file():
-                worker_options["dataset"] = None  # not on this machine: resolve it here
-            cache = worker_options.get("cache_dir")
-            if cache is not None and not Path(cache).is_dir():
-                worker_options["cache_dir"] = None  # the worker's own reference cache
-            session = open_session(spec, **worker_options)
-            session.start_kernels_ahead()
-            atexit.register(session.close)
-            _SESSIONS[key] = session
-        return _SESSIONS[key]
+    session = _SESSIONS.pop(key, None)
+    if session is None:
+        if _ROOT is None:
+            _ROOT = Path(tempfile.mkdtemp(prefix="grader-worker-"))
+        spec = load_spec(bundle.unpack(_ROOT))
+        worker_options = dict(options)
+        dataset = worker_options.get("dataset")
+        if dataset is not None and not Path(dataset).is_file():
+            worker_options["dataset"] = None  # not on this machine: resolve it here
+        cache = worker_options.get("cache_dir")
+        if cache is not None and not Path(cache).is_dir():
+            worker_options["cache_dir"] = None  # the worker's own reference cache
+        session = open_session(spec, **worker_options)
+        session.start_kernels_ahead()
+        atexit.register(session.close)
+    _SESSIONS[key] = session
+    while len(_SESSIONS) > MAX_SESSIONS:
+        _SESSIONS.pop(next(iter(_SESSIONS))).close()
+    return session
 
 
 def grade_task(
@@ -130,8 +135,8 @@ def grade_task(
     from .batch import worker_answer
     from .grading import grade_bytes_executed
 
-    session = _session(bundle, options)
-    with _GRADING:  # one submission at a time per session, whatever the worker's threads
+    with _GRADING:  # one submission at a time, whatever the worker's threads
+        session = _session(bundle, options)
         result, executed = grade_bytes_executed(
             session, raw, student=student, file=file, submitted_at=submitted_at,
             extra_warnings=extra,

@@ -87,12 +87,16 @@ class Session:
             self.spare.prepare()
 
     def close(self) -> None:
-        if self.spare is not None:
-            self.spare.close()
-        if self._checker is not None:
-            self._checker.shutdown(wait=True)
-        if self.server is not None:
-            self.server.close()
+        """Stop the kernel started ahead, the check thread and the fork server (once)."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.close()
+        checker, self._checker = self._checker, None
+        if checker is not None:
+            checker.shutdown(wait=True)
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
 
     def checker(self) -> cf.ThreadPoolExecutor:
         """One long-lived thread for checks that run while the notebook executes (a thread

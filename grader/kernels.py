@@ -9,6 +9,7 @@ student's first cell in the same state.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import contextlib
 import shutil
@@ -141,8 +142,22 @@ class Spare:
         return slot if slot is not None else KernelSlot(self._new_workdir())
 
     def close(self) -> None:
-        """Stop a kernel started ahead that no submission will use."""
+        """Stop a kernel started ahead that no submission will use, and the thread that
+        started it (with the event loop jupyter_client made for it)."""
         slot = self._collect()
         if slot is not None:
             slot.discard()
+        with contextlib.suppress(Exception):
+            self._starter.submit(_close_thread_loop).result()
         self._starter.shutdown(wait=True)
+
+
+def _close_thread_loop() -> None:
+    """Close the event loop that jupyter_client's blocking calls set for this thread (its
+    sockets stay open until then; a long-lived Dask worker closes sessions one by one)."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # none was made here
+        return
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()

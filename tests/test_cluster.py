@@ -15,6 +15,7 @@ import pytest
 from grader.batch import BatchOptions, grade_batch
 from grader.cluster import Bundle
 from grader.errors import UsageError
+from grader.spec import load_spec
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -122,3 +123,32 @@ def test_bad_scheduler_is_a_usage_error(spec, tmp_path):
     for bad in ("local:x", "nowhere"):
         with pytest.raises(UsageError):
             grade_batch(spec, [notebook], tmp_path / "out", BatchOptions(scheduler=bad, progress=False))
+
+
+def test_a_worker_keeps_the_sessions_of_the_last_two_assignment_versions(spec, grading_cache, mnist_path, tmp_path, monkeypatch):
+    """A long-lived worker graded three versions of an edited assignment: the oldest
+    session (its kernel started ahead, its fork server) is closed, the newest two kept."""
+    from grader import cluster
+
+    monkeypatch.setattr(cluster, "_SESSIONS", {})
+    monkeypatch.setattr(cluster, "_ROOT", tmp_path / "worker")
+    (tmp_path / "worker").mkdir()
+    options = {"cache_dir": grading_cache, "dataset": mnist_path}
+    sessions = []
+    for version in range(3):
+        root = tmp_path / f"v{version}" / spec.root.name
+        shutil.copytree(spec.root, root)
+        with (root / "checks.py").open("a") as f:
+            f.write(f"\n# version {version}\n")
+        with cluster._GRADING:
+            sessions.append(cluster._session(Bundle.of(load_spec(root)), options))
+    try:
+        assert list(cluster._SESSIONS.values()) == sessions[1:]
+        assert sessions[0].spare is None and sessions[0].server is None  # closed
+        assert all(s.spare is not None for s in sessions[1:])
+        with cluster._GRADING:  # used again: the most recently used, nothing opened
+            assert cluster._session(Bundle.of(load_spec(tmp_path / "v1" / spec.root.name)), options) is sessions[1]
+        assert list(cluster._SESSIONS.values()) == [sessions[2], sessions[1]]
+    finally:
+        for session in sessions:
+            session.close()
