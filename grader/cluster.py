@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .spec import AssignmentSpec
+from .spec import AssignmentSpec, assignment_files
 from .submissions import Submission, submitted_at
 
-BUNDLE_SUFFIXES = (".py", ".toml", ".json", ".ipynb", ".txt", ".csv")
 MAX_BUNDLE_BYTES = 50 * 2**20
 
 
@@ -48,18 +47,13 @@ class Bundle:
         files: list[tuple[str, bytes]] = []
         digest = hashlib.sha256()
         size = 0
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if not path.is_file() or path.suffix not in BUNDLE_SUFFIXES:
-                continue
-            if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-                continue
+        for rel, path in assignment_files(root):
             data = path.read_bytes()
             size += len(data)
             if size > MAX_BUNDLE_BYTES:
                 raise UsageError(f"the assignment folder {root} is larger than 50 MB")
-            files.append((rel.as_posix(), data))
-            digest.update(rel.as_posix().encode() + b"\0" + data)
+            files.append((rel, data))
+            digest.update(f"{rel}\0{len(data)}\0".encode() + data)
         return cls(root.name, tuple(files), digest.hexdigest()[:24])
 
     def unpack(self, into: Path) -> Path:
@@ -86,6 +80,13 @@ _GRADING = threading.Lock()  # one submission at a time per worker process
 _ROOT: Path | None = None
 
 
+def _close_sessions() -> None:
+    """At the worker's exit: close the sessions it keeps. One handler for all of them, so a
+    session closed earlier is not kept alive (with its loaded data) by a handler of its own."""
+    while _SESSIONS:
+        _SESSIONS.pop(next(iter(_SESSIONS))).close()
+
+
 def _session(bundle: Bundle, options: dict[str, Any]) -> Any:
     """The grading session of this worker process for the assignment bundle, opened on first
     use; the least recently used beyond MAX_SESSIONS are closed (each holds a kernel started
@@ -100,6 +101,7 @@ def _session(bundle: Bundle, options: dict[str, Any]) -> Any:
     if session is None:
         if _ROOT is None:
             _ROOT = Path(tempfile.mkdtemp(prefix="grader-worker-"))
+            atexit.register(_close_sessions)
         spec = load_spec(bundle.unpack(_ROOT))
         worker_options = dict(options)
         dataset = worker_options.get("dataset")
@@ -110,7 +112,6 @@ def _session(bundle: Bundle, options: dict[str, Any]) -> Any:
             worker_options["cache_dir"] = None  # the worker's own reference cache
         session = open_session(spec, **worker_options)
         session.start_kernels_ahead()
-        atexit.register(session.close)
     _SESSIONS[key] = session
     while len(_SESSIONS) > MAX_SESSIONS:
         _SESSIONS.pop(next(iter(_SESSIONS))).close()

@@ -140,32 +140,58 @@ class RosterMatch:
 def apply_roster(
     spec: AssignmentSpec, results: Iterable[SubmissionResult], roster: list[RosterStudent]
 ) -> RosterMatch:
-    """Match submissions to the roster; absentees get a `missing` row, strangers are listed."""
-    by_key: dict[str, list[RosterStudent]] = {}
+    """Match submissions to the roster; absentees get a `missing` row, strangers are listed.
+
+    Roster students are told apart as rows, not by id: a Canvas export may give two students
+    one id (one's login is the other's SIS id); a submission matching both is ambiguous, and
+    each of them, absent, gets a row of its own under a name no other row bears."""
+    once: dict[str, RosterStudent] = {}
+    for s in roster:  # a student listed twice (two sections): once
+        once.setdefault((s.canvas_id or s.id).casefold(), s)
+    roster = list(once.values())
+    counts: dict[str, int] = {}
     for s in roster:
+        counts[s.id.casefold()] = counts.get(s.id.casefold(), 0) + 1
+
+    def label(s: RosterStudent) -> str:
+        shared = counts[s.id.casefold()] > 1 and s.canvas_id
+        return f"{s.id} (Canvas ID {s.canvas_id})" if shared else s.id
+
+    by_key: dict[str, list[int]] = {}
+    for i, s in enumerate(roster):
         for key in s.keys():
-            by_key.setdefault(key, []).append(s)
-    found: dict[str, list[str]] = {}  # roster id -> the submissions matched to it
+            by_key.setdefault(key, []).append(i)
+    found: dict[int, list[str]] = {}  # roster row -> the submissions matched to it
     out, unknown, ambiguous = [], [], []
     for r in results:
-        matches = {s.id: s for key in submission_keys(r) for s in by_key.get(key, [])}
+        matches = sorted({i for key in submission_keys(r) for i in by_key.get(key, [])})
         if len(matches) == 1:
-            student = next(iter(matches.values()))
-            found.setdefault(student.id, []).append(r.student)
+            student = roster[matches[0]]
+            found.setdefault(matches[0], []).append(r.student)
             r.origin = {**r.origin, "roster_id": student.id, "roster_name": student.name}
         elif matches:
-            ambiguous.append(f"{r.student} (matches {', '.join(sorted(matches))})")
+            names = sorted(label(roster[i]) for i in matches)
+            ambiguous.append(f"{r.student} (matches {', '.join(names)})")
         else:
             unknown.append(r.student)
         out.append(r)
     ambiguous += [
-        f"{', '.join(names)} (all match {sid})" for sid, names in found.items() if len(names) > 1
+        f"{', '.join(names)} (all match {label(roster[i])})" for i, names in found.items() if len(names) > 1
     ]
-    absent = {s.id: s for s in roster if s.id not in found}  # once, if listed twice
-    submitters = {r.student.casefold() for r in out}
-    for s in absent.values():
+    taken = {r.student.casefold() for r in out}
+    for i, s in enumerate(roster):
+        if i in found:
+            continue
         row = missing_result(spec, s)
-        if row.student.casefold() in submitters:  # e.g. a login that an ambiguous file bears
-            row.student = f"{s.id} (no submission)"  # never the submission's row or files
+        row.student = _free_name(label(s), taken)  # never a submission's row or files
+        taken.add(row.student.casefold())
         out.append(row)
     return RosterMatch(out, unknown, ambiguous)
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name (no submission)` when a row bears it (e.g. a login that an ambiguous
+    file bears), numbered on if that too is taken."""
+    candidates = [name, f"{name} (no submission)"]
+    candidates += (f"{name} (no submission {n})" for n in range(2, len(taken) + 3))
+    return next(c for c in candidates if c.casefold() not in taken)

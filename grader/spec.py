@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -369,16 +370,29 @@ def load_spec(path: str | Path) -> AssignmentSpec:
     )
 
 
-SPEC_SUFFIXES = (".py", ".toml", ".json", ".ipynb")  # what in the folder can change a grade
+ASSIGNMENT_SUFFIXES = (".py", ".toml", ".json", ".ipynb", ".txt", ".csv")  # can change a grade
+
+
+def assignment_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """The files of an assignment folder that can change a grade, as (path in the folder,
+    path), in order: what a batch's fingerprint covers and what travels to a Dask worker.
+    Hidden parts (Jupyter's .ipynb_checkpoints) and __pycache__ are not the assignment."""
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or path.suffix not in ASSIGNMENT_SUFFIXES:
+            continue
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        yield rel.as_posix(), path
 
 
 def files_digest(root: Path) -> str:
-    """A digest of the assignment folder's spec, code, calibration and notebooks."""
+    """A digest of the assignment folder's files (assignment_files)."""
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix in SPEC_SUFFIXES:
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+    for rel, path in assignment_files(root):
+        data = path.read_bytes()
+        digest.update(f"{rel}\0{len(data)}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 

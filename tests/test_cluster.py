@@ -1,6 +1,7 @@
 """Batch grading on a real Dask cluster: a scheduler and two workers started here, on
 127.0.0.1, one of them killed during the batch. Scores must equal the local run's."""
 
+import gc
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,9 @@ def test_a_worker_keeps_the_sessions_of_the_last_two_assignment_versions(spec, g
         with cluster._GRADING:  # used again: the most recently used, nothing opened
             assert cluster._session(Bundle.of(load_spec(tmp_path / "v1" / spec.root.name)), options) is sessions[1]
         assert list(cluster._SESSIONS.values()) == [sessions[2], sessions[1]]
+        closed = weakref.ref(sessions.pop(0))
+        gc.collect()
+        assert closed() is None  # nothing (no exit handler) keeps it and its loaded data alive
     finally:
         for session in sessions:
             session.close()

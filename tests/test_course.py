@@ -410,3 +410,31 @@ def test_grade_a_canvas_download_with_deadline_roster_and_times(course_spec, tmp
     assert "grace" in late and "Canvas marked it LATE" in late and "submissions.csv" in late
     assert main(["export", "--assignment", str(course_spec.root), "--out", str(out)]) == 0
     assert "cokafor" in (out / "grades.csv").read_text()  # the roster kept in out/ is used again
+
+
+def test_two_roster_students_sharing_an_id_are_never_merged(course_spec):
+    """A Canvas export giving two students one id (one's login is the other's SIS id): a
+    submission bearing it matches both and is ambiguous, never put on one of them; absent,
+    each gets a row of its own, and no absentee's row takes a name another row bears."""
+    from grader.roster import RosterStudent
+
+    roster = [
+        RosterStudent("jdoe", "Doe, Jane", canvas_id="301", login="jdoe"),
+        RosterStudent("jdoe", "Doe, John", canvas_id="302", sis_id="jdoe"),
+        RosterStudent("kim", "Kim, A", canvas_id="303", login="kim"),
+    ]
+    match = apply_roster(course_spec, [result(course_spec, "jdoe", 15)], roster)
+    assert match.ambiguous == ["jdoe (matches jdoe (Canvas ID 301), jdoe (Canvas ID 302))"]
+    rows = [(r.student, r.status) for r in match.results]
+    assert rows == [
+        ("jdoe", R.GRADED),
+        ("jdoe (Canvas ID 301)", MISSING),
+        ("jdoe (Canvas ID 302)", MISSING),
+        ("kim", MISSING),
+    ]
+    # the absentee's name and its first alternative borne by submissions: numbered on
+    files = [result(course_spec, name, 15) for name in ("amy", "Amy (no submission)")]
+    roster = [RosterStudent("amy", "A, Amy"), RosterStudent("bo", "B, Bo", email="AMY@uni.edu")]
+    match = apply_roster(course_spec, files, roster)
+    assert match.ambiguous == ["amy (matches amy, bo)"] and match.unknown == ["Amy (no submission)"]
+    assert [r.student for r in match.results] == ["amy", "Amy (no submission)", "amy (no submission 2)", "bo"]

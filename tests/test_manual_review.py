@@ -282,3 +282,33 @@ def test_a_save_waits_for_a_batch_holding_the_gradebook(book, spec):
     )
     assert released.is_set() and saved["points"] == 1
     batch.close()
+
+
+def test_outputs_rebuilt_after_a_save_use_the_assignment_as_edited_meanwhile(book, tmp_path, caplog):
+    """The review page was opened, then the instructor edited the assignment: the outputs a
+    save rebuilds are what `grader export` would write now; an assignment broken mid-edit
+    keeps the last good one, with a warning."""
+    import shutil
+
+    from grader.review_server import Exporter
+    from grader.spec import load_spec
+
+    path, students = book
+    root = tmp_path / "mnist_nn"
+    shutil.copytree(SAMPLES.parents[2] / "solutions" / "mnist_nn", root)
+    exporter = Exporter(load_spec(root), path, tmp_path / "out")
+    try:
+        assert exporter.now() == len(students)
+        report = tmp_path / "out" / "report.html"
+        assert "Building and training a simple neural network" in report.read_text()
+        toml = root / "assignment.toml"
+        text = toml.read_text()
+        toml.write_text(text.replace('title = "Building', 'title = "Edited: building', 1))
+        exporter.now()
+        assert "Edited: building and training" in report.read_text()
+        toml.write_text(text.replace("[assignment]", "[assignment", 1))  # saved half-typed
+        exporter.now()
+        assert "Edited: building and training" in report.read_text()
+        assert "cannot be read again" in caplog.text
+    finally:
+        exporter.close()

@@ -149,3 +149,26 @@ def test_limits_given_on_the_command_line_are_checked_too(tmp_path):
     with pytest.raises(SpecError, match="memory_mb must be above 0"):
         _limits(args, spec)
     assert _limits(argparse.Namespace(memory_mb=512), spec).memory_mb == 512
+
+
+def test_the_assignment_files_are_what_can_change_a_grade(repo_root, tmp_path):
+    """The batch fingerprint and the bundle a Dask worker gets cover the same files: a data
+    table (.csv, .txt) edited regrades; Jupyter's checkpoint of a notebook opened to look at
+    it, bytecode and editor backups do not."""
+    import shutil
+
+    from grader.cluster import Bundle
+    from grader.spec import assignment_files, files_digest
+
+    root = tmp_path / "mnist_nn"
+    shutil.copytree(repo_root / "solutions" / "mnist_nn", root)
+    (root / "thresholds.csv").write_text("q,min\nval,0.9\n")
+    before, bundle = files_digest(root), Bundle.of(load_spec(root))
+    assert sorted(rel for rel, _ in bundle.files) == sorted(rel for rel, _ in assignment_files(root))
+    assert "thresholds.csv" in dict(bundle.files)
+    for junk in (".ipynb_checkpoints/mnist_nn.source-checkpoint.ipynb", "__pycache__/checks.cpython-311.pyc", "checks.py~"):
+        (root / junk).parent.mkdir(exist_ok=True)
+        (root / junk).write_text("{}")
+    assert files_digest(root) == before and Bundle.of(load_spec(root)).digest == bundle.digest
+    (root / "thresholds.csv").write_text("q,min\nval,0.8\n")
+    assert files_digest(root) != before and Bundle.of(load_spec(root)).digest != bundle.digest
