@@ -26,6 +26,7 @@ from . import results as R
 from .course import CourseFiles, finish_results
 from .errors import GraderError, UsageError
 from .fileio import atomic_write_text
+from .gradebook import FILE_NAME as GRADEBOOK_FILE
 from .gradebook import Gradebook, ManualScore
 from .report import grade_table, one_line, write_outputs
 from .results import SubmissionResult
@@ -235,7 +236,7 @@ def grade_batch(
         extra[student] = [message]
         batch.warnings.append(f"{student}: {message}")
     out.mkdir(parents=True, exist_ok=True)
-    book = Gradebook(options.gradebook or out / "gradebook.sqlite")
+    book = Gradebook(options.gradebook or out / GRADEBOOK_FILE)
     worker_options = {
         "limits": options.limits,
         "cache_dir": options.cache_dir,

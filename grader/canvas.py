@@ -152,6 +152,19 @@ def _check_points_possible(
         return
 
 
+CANVAS_USER = "\0canvas user "  # a key no identifier can be
+
+
+def _result_keys(r: SubmissionResult) -> set[str]:
+    """What a result matches Canvas rows by: the Canvas user the roster matched it to, alone,
+    when there is one (the roster already told apart two students who share an id); else
+    its own identifiers and its roster id."""
+    if r.origin.get("roster_canvas_id"):
+        return {CANVAS_USER + str(r.origin["roster_canvas_id"]).strip()}
+    keys = submission_keys(r) | {str(r.origin.get("roster_id", "")).casefold()}
+    return keys - {""}
+
+
 def fill_gradebook(
     text: str, results: list[SubmissionResult], wanted: Iterable[str]
 ) -> tuple[str, CanvasExport]:
@@ -170,8 +183,7 @@ def fill_gradebook(
     report = CanvasExport(column=header[column])
     by_key: dict[str, list[SubmissionResult]] = {}
     for r in results:
-        keys = submission_keys(r) | {str(r.origin.get("roster_id", "")).casefold()}
-        for key in keys - {""}:
+        for key in _result_keys(r):
             by_key.setdefault(key, []).append(r)
     placed: set[int] = set()
     edits: list[tuple[tuple[int, int], str]] = []
@@ -182,7 +194,8 @@ def fill_gradebook(
         ids = [record.value(text, header.index(c)).strip() for c in ID_COLUMNS]
         if not ids[0] or name.strip().casefold() in CANVAS_NON_STUDENT_ROWS:
             continue
-        hits = {id(r): r for key in ids if key for r in by_key.get(key.casefold(), [])}
+        keys = [CANVAS_USER + ids[0], *(key.casefold() for key in ids if key)]
+        hits = {id(r): r for key in keys for r in by_key.get(key, [])}
         rows.append((record, name, ids, hits))
         for hit in hits:
             canvas_ids.setdefault(hit, set()).add(ids[0])

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import GraderError, UsageError
+from .gradebook import FILE_NAME as GRADEBOOK_FILE
 
 if TYPE_CHECKING:
     from .course import CourseFiles
@@ -83,7 +84,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
     spec = _assignment(args.assignment)
     out = Path(args.out)
-    gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
+    gradebook = Path(args.gradebook) if args.gradebook else out / GRADEBOOK_FILE
     if args.manual:
         count = import_manual(spec, Path(args.manual), gradebook)
         print(f"merged {count} manual scores from {args.manual}")
@@ -138,7 +139,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     spec = _assignment(args.assignment)
     out = Path(args.out)
-    gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
+    gradebook = Path(args.gradebook) if args.gradebook else out / GRADEBOOK_FILE
     warnings: list[str] = []
     results = rebuild_outputs(spec, gradebook, out, _course_files(args), warnings)
     print(f"rebuilt {out / 'grades.csv'} for {len(results)} students from {gradebook}")
@@ -202,7 +203,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     spec = _assignment(args.assignment)
     out = Path(args.out)
-    gradebook = Path(args.gradebook) if args.gradebook else out / "gradebook.sqlite"
+    gradebook = Path(args.gradebook) if args.gradebook else out / GRADEBOOK_FILE
     server = start(spec, gradebook, out, port=args.port)
     print(f"review page: {server.url}")
     print("every score is saved at once; press Ctrl+C to stop (outputs are rebuilt on exit)")

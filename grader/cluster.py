@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,8 @@ from .spec import AssignmentSpec, assignment_files
 from .submissions import Submission, submitted_at
 
 MAX_BUNDLE_BYTES = 50 * 2**20
+
+log = logging.getLogger("grader")
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,10 @@ def _close_sessions() -> None:
     """At the worker's exit: close the sessions it keeps. One handler for all of them, so a
     session closed earlier is not kept alive (with its loaded data) by a handler of its own."""
     while _SESSIONS:
-        _SESSIONS.pop(next(iter(_SESSIONS))).close()
+        try:
+            _SESSIONS.pop(next(iter(_SESSIONS))).close()
+        except Exception:  # one that fails to close leaves the others to close
+            log.exception("closing a grading session at exit failed")
 
 
 def _session(bundle: Bundle, options: dict[str, Any]) -> Any:

@@ -29,6 +29,7 @@ CSP = (
     "script-src 'none'; frame-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'"
 )
 REVIEW_AGAIN = "answer changed since it was scored: review again"
+REVIEW_POINTS = "scored above what the question is worth now: review again"
 
 TEMPLATE = """{%- extends 'classic/base.html.j2' -%}
 {% block any_cell %}
@@ -81,11 +82,11 @@ def _fmt(points: float) -> str:
 def question_status(q: QuestionResult) -> str:
     """What a question's result says in words (manual ones: scored, pending, review again)."""
     if q.status == Q_MANUAL:
-        return (
-            "answer changed: review again"
-            if REVIEW_AGAIN in q.message
-            else "waits for a manual score"
-        )
+        if REVIEW_AGAIN in q.message:
+            return "answer changed: review again"
+        if REVIEW_POINTS in q.message:
+            return "points changed: review again"
+        return "waits for a manual score"
     return q.status
 
 

@@ -21,6 +21,8 @@ from typing import Any
 from .errors import GradebookError
 from .results import SubmissionResult
 
+FILE_NAME = "gradebook.sqlite"  # in the output folder, unless given
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     student      TEXT NOT NULL,

@@ -28,7 +28,7 @@ from .errors import SpecError, UsageError
 from .fileio import atomic_write_json
 from .results import SubmissionResult
 from .scoring import ungradable
-from .spec import AssignmentSpec, load_spec
+from .spec import AssignmentSpec, assignment_files, load_spec
 
 CONFIG = "grader-autograder.json"
 ROOT_ENV = "GRADER_AUTOGRADER_ROOT"  # /autograder, unless a test lays one out elsewhere
@@ -216,14 +216,6 @@ def _toolkit_files(toolkit: Path) -> list[Path]:
     return files
 
 
-def _assignment_files(spec: AssignmentSpec) -> list[Path]:
-    return sorted(
-        p
-        for p in spec.root.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")
-    )
-
-
 def build_autograder(
     spec: AssignmentSpec, out: Path, *, dataset: Path | None = None, with_data: bool = True
 ) -> list[str]:
@@ -259,8 +251,8 @@ def build_autograder(
             name = f"toolkit/{path.relative_to(toolkit).as_posix()}"
             zf.write(path, name)
             names.append(name)
-        for path in _assignment_files(spec):
-            name = f"{assignment}/{path.relative_to(spec.root).as_posix()}"
+        for rel, path in assignment_files(spec.root):
+            name = f"{assignment}/{rel}"
             zf.write(path, name)
             names.append(name)
         if data_path is not None and config["dataset"]:

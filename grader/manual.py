@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from .errors import UsageError
-from .feedback import REVIEW_AGAIN
+from .feedback import REVIEW_AGAIN, REVIEW_POINTS
 from .gradebook import Gradebook, ManualScore
 from .report import csv_unescape
 from .results import Q_MANUAL, QuestionResult, SubmissionResult
@@ -80,10 +80,14 @@ def apply_manual(
 
 
 def applied(q: QuestionResult, entry: ManualScore, answer: str) -> QuestionResult:
-    """One question with its manual entry: scored, commented, or 'review again'."""
+    """One question with its manual entry: scored, commented, or 'review again' (the answer
+    changed since, or the question's points were lowered below the score given)."""
     if entry.answer_hash and entry.answer_hash != answer_hash(answer):
         before = "" if entry.points is None else f" (it had {entry.points:g} points)"
         return QuestionResult(q.id, Q_MANUAL, 0.0, q.max_points, [], REVIEW_AGAIN + before)
+    if entry.points is not None and entry.points > q.max_points:
+        before = f" (it had {entry.points:g} of {q.max_points:g} points)"
+        return QuestionResult(q.id, Q_MANUAL, 0.0, q.max_points, [], REVIEW_POINTS + before)
     scored = apply_manual_score(q, entry.points) if entry.points is not None else q
     if entry.comment:
         message = (

@@ -22,7 +22,7 @@ from .manual import answer_hash, check_comment, check_points
 from .report import html_safe as e
 from .results import SubmissionResult
 from .sanitize import MAX_TEXT_CHARS, image_problem, safe_markdown
-from .spec import AssignmentSpec
+from .spec import AssignmentSpec, as_now
 
 CONTEXT_CELLS = 4  # how far back to look for the code cell whose outputs an answer discusses
 MAX_CONTEXT_CHARS = 4_000
@@ -34,12 +34,12 @@ class SaveRefused(ValueError):
 
 @dataclass
 class ReviewData:
-    spec: AssignmentSpec
+    spec: AssignmentSpec  # read again when its files change (spec.as_now)
     gradebook: Path
 
-    def model_answers(self) -> dict[str, str]:
+    def model_answers(self, spec: AssignmentSpec) -> dict[str, str]:
         out = {}
-        for cell in load_source(self.spec).cells:
+        for cell in load_source(spec).cells:
             role = cell_role(cell)
             if role.role == MANUAL and role.question:
                 out[role.question] = safe_markdown("\n".join(solution_lines(cell)))
@@ -47,31 +47,33 @@ class ReviewData:
 
     def state(self) -> dict[str, Any]:
         """Everything the page needs, as JSON-ready data (student text already made safe)."""
+        spec = self.spec = as_now(self.spec)
         with Gradebook(self.gradebook) as book:
             results = book.current_results()
             entries = book.manual_entries()
-            contexts = {r.student: _contexts(book, r, self.spec) for r in results}
-        models = self.model_answers()
+            contexts = {r.student: _contexts(book, r, spec) for r in results}
+        models = self.model_answers(spec)
         questions = [
             {"id": q.id, "title": q.title, "max": q.points, "model": models.get(q.id, "")}
-            for q in self.spec.manual_questions
+            for q in spec.manual_questions
         ]
         students = []
         for r in results:
             answers = {}
-            for q in self.spec.manual_questions:
+            for q in spec.manual_questions:
                 text = r.manual_answers.get(q.id, "")
-                digest = answer_hash(text)
                 entry = entries.get((r.student, q.id))
-                answers[q.id] = _answer(text, digest, entry, contexts[r.student].get(q.id, ""))
+                context = contexts[r.student].get(q.id, "")
+                answers[q.id] = _answer(text, entry, q.points, context)
             students.append({"student": r.student, "status": r.status, "answers": answers})
-        return {"title": self.spec.title, "questions": questions, "students": students}
+        return {"title": spec.title, "questions": questions, "students": students}
 
     def save(self, data: Any) -> dict[str, Any]:
         """Save one change from the page: {student, question, answer_hash, points?, comment?}."""
         if not isinstance(data, dict):
             raise SaveRefused("the request is not a JSON object")
         qid = data.get("question")
+        self.spec = as_now(self.spec)  # checked against the points the question has now
         manual = {q.id: q for q in self.spec.manual_questions}
         if qid not in manual:
             raise SaveRefused(f"unknown free-response question {str(qid)[:40]!r}")
@@ -106,8 +108,13 @@ def _entry_json(entry: ManualScore | None) -> dict[str, Any]:
     return {"points": entry.points, "comment": entry.comment, "updated_at": entry.updated_at}
 
 
-def _answer(text: str, digest: str, entry: ManualScore | None, context: str) -> dict[str, Any]:
-    stale = entry is not None and entry.answer_hash not in ("", digest)
+def _answer(text: str, entry: ManualScore | None, most: float, context: str) -> dict[str, Any]:
+    """One answer on the page; a score given to another answer, or above what the question
+    is worth now (its points were lowered since), is shown as before and asked for again."""
+    digest = answer_hash(text)
+    stale = entry is not None and (
+        entry.answer_hash not in ("", digest) or (entry.points or 0) > most
+    )
     shown = _entry_json(None if stale else entry)
     state = "review-again" if stale else ("graded" if shown["points"] is not None else "ungraded")
     return {

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import GraderError
 from .review_data import ReviewData, SaveRefused
-from .spec import AssignmentSpec, files_digest, load_spec
+from .spec import AssignmentSpec, as_now
 
 log = logging.getLogger("grader")
 
@@ -57,18 +56,8 @@ class Exporter:
         from .batch import rebuild_outputs
 
         with self._lock:
-            self._reload_spec()
+            self.spec = as_now(self.spec)  # edited while the page was open: as export would
             return len(rebuild_outputs(self.spec, self.gradebook, self.out))
-
-    def _reload_spec(self) -> None:
-        """The assignment as it is now: edited while the page was open (a late penalty, a
-        test's message), the outputs are what `grader export` would write, not the old ones."""
-        if files_digest(self.spec.root) == self.spec.files_digest:
-            return
-        try:
-            self.spec = load_spec(self.spec.root)
-        except GraderError as exc:  # mid-edit: keep the last good one, say so
-            log.warning("the assignment cannot be read again, outputs use it as it was: %s", exc)
 
     def _run(self) -> None:
         while True:

@@ -126,8 +126,14 @@ def missing_result(spec: AssignmentSpec, student: RosterStudent) -> SubmissionRe
             for q in spec.questions
         ],
         error="no submission received",
-        origin={"roster_name": student.name, "roster_id": student.id},
+        origin={"roster_name": student.name, "roster_id": student.id, **_canvas(student)},
     )
+
+
+def _canvas(student: RosterStudent) -> dict[str, str]:
+    """The Canvas user a roster match found, kept so the Canvas export fills that row alone
+    (an id two Canvas students share would match both)."""
+    return {"roster_canvas_id": student.canvas_id} if student.canvas_id else {}
 
 
 @dataclass
@@ -168,7 +174,12 @@ def apply_roster(
         if len(matches) == 1:
             student = roster[matches[0]]
             found.setdefault(matches[0], []).append(r.student)
-            r.origin = {**r.origin, "roster_id": student.id, "roster_name": student.name}
+            r.origin = {
+                **r.origin,
+                "roster_id": student.id,
+                "roster_name": student.name,
+                **_canvas(student),
+            }
         elif matches:
             names = sorted(label(roster[i]) for i in matches)
             ambiguous.append(f"{r.student} (matches {', '.join(names)})")

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
 import tomllib
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
+from .errors import GraderError, SpecError
+from .gradebook import FILE_NAME as GRADEBOOK_FILE
 from .lateness import DeadlinePolicy, parse_deadline
 
 QUESTION_KINDS = ("value", "function", "class", "model", "manual")
@@ -370,20 +373,48 @@ def load_spec(path: str | Path) -> AssignmentSpec:
     )
 
 
-ASSIGNMENT_SUFFIXES = (".py", ".toml", ".json", ".ipynb", ".txt", ".csv")  # can change a grade
+# the files of an assignment folder that can change a grade (data a check reads included)
+ASSIGNMENT_SUFFIXES = (".py", ".toml", ".json", ".ipynb", ".txt", ".csv", ".npy", ".npz")
 
 
 def assignment_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """The files of an assignment folder that can change a grade, as (path in the folder,
-    path), in order: what a batch's fingerprint covers and what travels to a Dask worker.
-    Hidden parts (Jupyter's .ipynb_checkpoints) and __pycache__ are not the assignment."""
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if not path.is_file() or path.suffix not in ASSIGNMENT_SUFFIXES:
+    """The assignment folder's files that can change a grade, as (path in the folder, path),
+    in order: what a batch's fingerprint covers, what travels to a Dask worker and into a
+    Gradescope autograder. Folders linked into it are followed (once); hidden parts
+    (Jupyter's .ipynb_checkpoints), __pycache__ and a grader output folder kept inside it
+    (one holding a gradebook.sqlite: grades, students' work) are not the assignment."""
+    seen: set[Path] = set()
+    found: list[tuple[str, Path]] = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        here = Path(folder)
+        real = here.resolve()
+        if real in seen or (here / GRADEBOOK_FILE).exists():
+            dirs[:] = []
             continue
-        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-            continue
-        yield rel.as_posix(), path
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        for name in files:
+            path = here / name
+            if name.startswith(".") or path.suffix not in ASSIGNMENT_SUFFIXES:
+                continue
+            if path.is_file():
+                found.append((path.relative_to(root).as_posix(), path))
+    yield from sorted(found)
+
+
+def as_now(spec: AssignmentSpec) -> AssignmentSpec:
+    """The assignment as its files are now, for a long-lived process (the review page):
+    `spec` itself if none changed since it was read, else read again; one that cannot be
+    read (saved half-typed, a file removed meanwhile) keeps `spec`, with a warning."""
+    try:
+        if files_digest(spec.root) == spec.files_digest:
+            return spec
+        return load_spec(spec.root)
+    except (GraderError, OSError) as exc:
+        logging.getLogger("grader").warning(
+            "the assignment cannot be read again, using it as it was: %s", exc
+        )
+        return spec
 
 
 def files_digest(root: Path) -> str:

@@ -438,3 +438,25 @@ def test_two_roster_students_sharing_an_id_are_never_merged(course_spec):
     match = apply_roster(course_spec, files, roster)
     assert match.ambiguous == ["amy (matches amy, bo)"] and match.unknown == ["Amy (no submission)"]
     assert [r.student for r in match.results] == ["amy", "Amy (no submission)", "amy (no submission 2)", "bo"]
+
+
+def test_the_canvas_export_fills_the_row_the_roster_matched_when_two_students_share_an_id(course_spec, tmp_path):
+    """Jane's login is John's SIS id (`jdoe`). John's file (his Canvas id in its name) is
+    matched to John by the roster; the Canvas export fills John's row with his score and
+    Jane's with her `missing` 0, never the other way round, never both as ambiguous."""
+    from grader.canvas import fill_gradebook
+
+    text = CANVAS.read_text(encoding="utf-8-sig")
+    rows = '"Doe, Jane",301,S2026301,jdoe,Section A,,,,,,,,,,\r\n"Doe, John",302,jdoe,,Section A,,,,,,,,,,\r\n'
+    text = text.replace('"Alvarez, Sofia"', rows + '"Alvarez, Sofia"', 1)
+    path = tmp_path / "canvas.csv"
+    path.write_text(text, encoding="utf-8")
+    roster = [s for s in read_roster(path) if s.canvas_id in ("301", "302")]
+    assert [s.id for s in roster] == ["jdoe", "jdoe"]
+    john = result(course_spec, "doejohn", 12, lms_id="302")
+    match = apply_roster(course_spec, [john], roster)
+    assert match.ambiguous == [] and match.unknown == []
+    assert [(r.student, r.status) for r in match.results] == [("doejohn", R.GRADED), ("jdoe (Canvas ID 301)", MISSING)]
+    filled, report = fill_gradebook(text, match.results, ["884001"])
+    assert report.filled == {"Doe, John": "12", "Doe, Jane": "0"} and report.ambiguous == []
+    assert '"Doe, John",302,jdoe,,Section A,12,' in filled and '"Doe, Jane",301,S2026301,jdoe,Section A,0,' in filled

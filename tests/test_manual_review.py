@@ -46,6 +46,31 @@ def test_points_refused(value, message):
         check_points(value, 1)
 
 
+@pytest.mark.parametrize(
+    ("points", "given_for", "max_points", "expected"),
+    [
+        (1, "the answer", 1, ("passed", 1.0, "scored by hand")),
+        (0.5, "the answer", 1, ("partial", 0.5, "scored by hand")),
+        (0, "the answer", 1, ("failed", 0.0, "scored by hand")),
+        (None, "the answer", 1, ("manual", 0.0, "waits")),
+        (1, "", 1, ("passed", 1.0, "scored by hand")),  # a sheet without hashes
+        (1, "an older answer", 1, ("manual", 0.0, "answer changed since it was scored: review again (it had 1 points)")),
+        (1, "the answer", 0.5, ("manual", 0.0, "scored above what the question is worth now: review again (it had 1 of 0.5 points)")),
+        (0.5, "the answer", 0.5, ("passed", 0.5, "scored by hand")),
+    ],
+)
+def test_a_manual_entry_applied(points, given_for, max_points, expected):
+    from grader.gradebook import ManualScore
+    from grader.manual import applied
+    from grader.scoring import manual_pending
+
+    q = manual_pending("essay", max_points)
+    q = q.__class__(q.id, q.status, q.points, q.max_points, q.checks, "waits")
+    entry = ManualScore(points, "", answer_hash(given_for) if given_for else "")
+    out = applied(q, entry, "the answer")
+    assert (out.status, out.points, out.message) == expected
+
+
 def test_answer_hash_ignores_line_endings_and_trailing_blanks():
     assert answer_hash("a \r\nb\n\n") == answer_hash("a\nb")
     assert answer_hash("a b") != answer_hash("a  b")
@@ -312,3 +337,47 @@ def test_outputs_rebuilt_after_a_save_use_the_assignment_as_edited_meanwhile(boo
         assert "cannot be read again" in caplog.text
     finally:
         exporter.close()
+
+
+def test_points_lowered_below_a_given_score_ask_for_review_and_never_break_the_export(tmp_path):
+    """A score of 1 was saved on the review page; the instructor then lowers the question to
+    0.5 and grades again, the page still open. The page shows the new maximum and asks for
+    the answer again (the old score shown as before), refuses 1 now, and the outputs are
+    rebuilt with the question pending, never failing over the score saved before."""
+    import shutil
+
+    from grader.feedback import REVIEW_POINTS
+    from grader.spec import load_spec
+
+    root = tmp_path / "mnist_nn"
+    shutil.copytree(SAMPLES.parents[2] / "solutions" / "mnist_nn", root)
+    path = tmp_path / "gradebook.sqlite"
+    first = sorted(SAMPLES.glob("*.ipynb"))[0]
+    student = first.name.split("_")[0]
+    sample_gradebook(load_spec(root), path, count=1)
+    data = ReviewData(load_spec(root), path)
+    answer = data.state()["students"][0]["answers"]["cost_trend"]
+    base = {"student": student, "question": "cost_trend", "answer_hash": answer["hash"]}
+    data.save({**base, "points": 1})
+    toml = root / "assignment.toml"
+    text = toml.read_text()
+    at = text.index("[questions.cost_trend]")
+    toml.write_text(text[:at] + text[at:].replace("points = 1", "points = 0.5", 1))
+    lowered = load_spec(root)
+    result, executed = sample_result(lowered, first, student)  # graded again
+    with Gradebook(path) as book:
+        book.save(result, "test:regraded", executed)
+    state = data.state()
+    assert next(q["max"] for q in state["questions"] if q["id"] == "cost_trend") == 0.5
+    shown = state["students"][0]["answers"]["cost_trend"]
+    assert shown["state"] == "review-again" and shown["before"]["points"] == 1 and shown["points"] is None
+    with pytest.raises(SaveRefused, match=r"0\.5"):
+        data.save({**base, "points": 1})
+    results = rebuild_outputs(lowered, path, tmp_path / "out")
+    pending = results[0].question("cost_trend")
+    assert (pending.status, pending.points) == ("manual", 0.0)
+    assert pending.message == f"{REVIEW_POINTS} (it had 1 of 0.5 points)"
+    assert "points changed: review again" in (tmp_path / "out" / "feedback" / f"{student}.html").read_text()
+    data.save({**base, "points": 0.5})
+    scored = rebuild_outputs(lowered, path, tmp_path / "out")[0].question("cost_trend")
+    assert (scored.status, scored.points) == ("passed", 0.5)

@@ -152,9 +152,10 @@ def test_limits_given_on_the_command_line_are_checked_too(tmp_path):
 
 
 def test_the_assignment_files_are_what_can_change_a_grade(repo_root, tmp_path):
-    """The batch fingerprint and the bundle a Dask worker gets cover the same files: a data
-    table (.csv, .txt) edited regrades; Jupyter's checkpoint of a notebook opened to look at
-    it, bytecode and editor backups do not."""
+    """The batch fingerprint, the bundle a Dask worker gets and the Gradescope zip cover the
+    same files: data a check reads (.csv, .txt, .npz) and a helper folder linked in count;
+    Jupyter's checkpoint of a notebook opened to look at it, bytecode, editor backups and a
+    grader output folder kept inside the assignment (grades change every batch) do not."""
     import shutil
 
     from grader.cluster import Bundle
@@ -163,12 +164,29 @@ def test_the_assignment_files_are_what_can_change_a_grade(repo_root, tmp_path):
     root = tmp_path / "mnist_nn"
     shutil.copytree(repo_root / "solutions" / "mnist_nn", root)
     (root / "thresholds.csv").write_text("q,min\nval,0.9\n")
+    (root / "expected.npz").write_bytes(b"PK-1")
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "helpers.py").write_text("X = 1\n")
+    (root / "shared").symlink_to(tmp_path / "common", target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # followed once, no further
     before, bundle = files_digest(root), Bundle.of(load_spec(root))
-    assert sorted(rel for rel, _ in bundle.files) == sorted(rel for rel, _ in assignment_files(root))
-    assert "thresholds.csv" in dict(bundle.files)
-    for junk in (".ipynb_checkpoints/mnist_nn.source-checkpoint.ipynb", "__pycache__/checks.cpython-311.pyc", "checks.py~"):
+    names = [rel for rel, _ in assignment_files(root)]
+    assert names == [rel for rel, _ in bundle.files] == sorted(names)
+    assert {"thresholds.csv", "expected.npz", "shared/helpers.py", "checks.py"} <= set(names)
+    assert not [n for n in names if n.startswith("loop/")]
+    for junk in (
+        ".ipynb_checkpoints/mnist_nn.source-checkpoint.ipynb",
+        "__pycache__/checks.cpython-311.pyc",
+        "checks.py~",
+        ".notes.txt",
+        "out/grades.csv",
+        "out/gradebook.sqlite",
+    ):
         (root / junk).parent.mkdir(exist_ok=True)
         (root / junk).write_text("{}")
     assert files_digest(root) == before and Bundle.of(load_spec(root)).digest == bundle.digest
-    (root / "thresholds.csv").write_text("q,min\nval,0.8\n")
-    assert files_digest(root) != before and Bundle.of(load_spec(root)).digest != bundle.digest
+    for edit in ("thresholds.csv", "expected.npz", "shared/helpers.py"):
+        with (root / edit).open("a") as f:
+            f.write("\n")
+        assert files_digest(root) != before and Bundle.of(load_spec(root)).digest != bundle.digest
+        before = files_digest(root)
