@@ -155,12 +155,15 @@ def _check_points_possible(
 CANVAS_USER = "\0canvas user "  # a key no identifier can be
 
 
-def _result_keys(r: SubmissionResult) -> set[str]:
-    """What a result matches Canvas rows by: the Canvas user the roster matched it to, alone,
-    when there is one (the roster already told apart two students who share an id); else
-    its own identifiers and its roster id."""
-    if r.origin.get("roster_canvas_id"):
-        return {CANVAS_USER + str(r.origin["roster_canvas_id"]).strip()}
+def _result_keys(r: SubmissionResult, users: set[str]) -> set[str]:
+    """What a result matches Canvas rows by. The Canvas user the roster matched it to, when
+    that user is in this export (the roster told apart two students who share an id), with
+    the Canvas user id its file bears (a file naming another user is then ambiguous);
+    otherwise its own identifiers and its roster id."""
+    canvas = str(r.origin.get("roster_canvas_id", "")).strip()
+    if canvas in users:
+        own = str(r.origin.get("lms_id", "")).strip()
+        return {CANVAS_USER + canvas} | ({own.casefold()} if own else set())
     keys = submission_keys(r) | {str(r.origin.get("roster_id", "")).casefold()}
     return keys - {""}
 
@@ -182,8 +185,11 @@ def fill_gradebook(
     column = choose_column(header, wanted)
     report = CanvasExport(column=header[column])
     by_key: dict[str, list[SubmissionResult]] = {}
+    users = {
+        record.value(text, header.index("ID")).strip() for record in records[1:]
+    } - {""}
     for r in results:
-        for key in _result_keys(r):
+        for key in _result_keys(r, users):
             by_key.setdefault(key, []).append(r)
     placed: set[int] = set()
     edits: list[tuple[tuple[int, int], str]] = []

@@ -69,24 +69,28 @@ def apply_manual(
     entries: dict[tuple[str, str], ManualScore],
 ) -> list[SubmissionResult]:
     """Put the hand-given scores and comments into the results (in place, and returned)."""
-    manual_ids = {q.id for q in spec.manual_questions}
+    manual = {q.id: q.points for q in spec.manual_questions}  # worth now (edited since?)
     for r in results:
         for i, q in enumerate(r.questions):
             entry = entries.get((r.student, q.id))
-            if q.id in manual_ids and entry is not None:
-                r.questions[i] = applied(q, entry, r.manual_answers.get(q.id, ""))
+            if q.id in manual and entry is not None:
+                worth = min(q.max_points, manual[q.id])
+                r.questions[i] = applied(q, entry, r.manual_answers.get(q.id, ""), worth)
         r.settle_status()  # `needs manual grading` until every answer has its score
     return results
 
 
-def applied(q: QuestionResult, entry: ManualScore, answer: str) -> QuestionResult:
+def applied(
+    q: QuestionResult, entry: ManualScore, answer: str, worth: float | None = None
+) -> QuestionResult:
     """One question with its manual entry: scored, commented, or 'review again' (the answer
     changed since, or the question's points were lowered below the score given)."""
     if entry.answer_hash and entry.answer_hash != answer_hash(answer):
         before = "" if entry.points is None else f" (it had {entry.points:g} points)"
         return QuestionResult(q.id, Q_MANUAL, 0.0, q.max_points, [], REVIEW_AGAIN + before)
-    if entry.points is not None and entry.points > q.max_points:
-        before = f" (it had {entry.points:g} of {q.max_points:g} points)"
+    worth = q.max_points if worth is None else worth
+    if entry.points is not None and entry.points > worth:
+        before = f" (it had {entry.points:g} of {worth:g} points)"
         return QuestionResult(q.id, Q_MANUAL, 0.0, q.max_points, [], REVIEW_POINTS + before)
     scored = apply_manual_score(q, entry.points) if entry.points is not None else q
     if entry.comment:

@@ -154,7 +154,9 @@ def manual_csv(
             entry = entries.get((r.student, q.id))
             digest = answer_hash(answer)
             current = entry is not None and entry.answer_hash in ("", digest)
-            points = "" if not current or entry is None or entry.points is None else _fmt(entry.points)
+            given = entry.points if current and entry is not None else None
+            # a score above what the question is worth now (edited since) is asked for again
+            points = _fmt(given) if given is not None and given <= q.points else ""
             comment = entry.comment if current and entry is not None else ""
             writer.writerow(
                 [csv_safe(r.student), q.id, _fmt(q.points), csv_safe(answer), points, csv_safe(comment), digest]

@@ -373,32 +373,44 @@ def load_spec(path: str | Path) -> AssignmentSpec:
     )
 
 
-# the files of an assignment folder that can change a grade (data a check reads included)
-ASSIGNMENT_SUFFIXES = (".py", ".toml", ".json", ".ipynb", ".txt", ".csv", ".npy", ".npz")
+NOT_THE_ASSIGNMENT = ("~", ".pyc", ".swp")  # editor backups, bytecode
 
 
 def assignment_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """The assignment folder's files that can change a grade, as (path in the folder, path),
-    in order: what a batch's fingerprint covers, what travels to a Dask worker and into a
-    Gradescope autograder. Folders linked into it are followed (once); hidden parts
-    (Jupyter's .ipynb_checkpoints), __pycache__ and a grader output folder kept inside it
-    (one holding a gradebook.sqlite: grades, students' work) are not the assignment."""
-    seen: set[Path] = set()
+    """The assignment folder's files, as (path in the folder, path), in order: what a batch's
+    fingerprint covers, what travels to a Dask worker and into a Gradescope autograder (a
+    check may read any of them). Not the assignment: hidden files and folders (Jupyter's
+    .ipynb_checkpoints), __pycache__, editor backups, and a grader output folder kept inside
+    it (one holding a gradebook: grades, students' work). A folder linked in from elsewhere
+    is followed; a link to a folder inside it (walked anyway) or around it (the course
+    folder, other classes' grades) is not."""
+    top = root.resolve()
     found: list[tuple[str, Path]] = []
+    seen: set[Path] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
         here = Path(folder)
         real = here.resolve()
-        if real in seen or (here / GRADEBOOK_FILE).exists():
-            dirs[:] = []
+        if real in seen or (here != root and (here / GRADEBOOK_FILE).exists()):
+            dirs[:] = []  # walked already (a loop of links), or grader output
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        keep = []
+        for d in dirs:
+            if d.startswith(".") or d == "__pycache__":
+                continue
+            if (here / d).is_symlink():
+                target = (here / d).resolve()
+                if target == top or top in target.parents or target in top.parents:
+                    continue
+            keep.append(d)
+        dirs[:] = keep
         for name in files:
             path = here / name
-            if name.startswith(".") or path.suffix not in ASSIGNMENT_SUFFIXES:
+            if name.startswith(".") or name.endswith(NOT_THE_ASSIGNMENT):
                 continue
-            if path.is_file():
-                found.append((path.relative_to(root).as_posix(), path))
+            if name.startswith(GRADEBOOK_FILE) or not path.is_file():
+                continue
+            found.append((path.relative_to(root).as_posix(), path))
     yield from sorted(found)
 
 

@@ -441,6 +441,8 @@ def test_two_roster_students_sharing_an_id_are_never_merged(course_spec):
 
 
 def test_the_canvas_export_fills_the_row_the_roster_matched_when_two_students_share_an_id(course_spec, tmp_path):
+    from grader.roster import RosterStudent
+
     """Jane's login is John's SIS id (`jdoe`). John's file (his Canvas id in its name) is
     matched to John by the roster; the Canvas export fills John's row with his score and
     Jane's with her `missing` 0, never the other way round, never both as ambiguous."""
@@ -460,3 +462,19 @@ def test_the_canvas_export_fills_the_row_the_roster_matched_when_two_students_sh
     filled, report = fill_gradebook(text, match.results, ["884001"])
     assert report.filled == {"Doe, John": "12", "Doe, Jane": "0"} and report.ambiguous == []
     assert '"Doe, John",302,jdoe,,Section A,12,' in filled and '"Doe, Jane",301,S2026301,jdoe,Section A,0,' in filled
+    # a file bearing another Canvas user's id than the one the roster matched it to (the
+    # roster predates that user): ambiguous, never filled on the roster's match alone
+    late = text.replace('"Alvarez, Sofia"', '"Salva, Rez",10500,S2026500,srez,Section A,,,,,,,,,,\r\n"Alvarez, Sofia"', 1)
+    sofia = [RosterStudent("salvarez", "Alvarez, Sofia", canvas_id="10231", login="salvarez")]
+    match = apply_roster(course_spec, [result(course_spec, "salvarez", 12, lms_id="10500")], sofia)
+    _, report = fill_gradebook(late, match.results, ["884001"])
+    assert "Alvarez, Sofia" not in report.filled and "Salva, Rez" not in report.filled
+    assert sorted(report.ambiguous) == [
+        "Alvarez, Sofia (ID 10231): salvarez also matches Canvas ID 10500",
+        "Salva, Rez (ID 10500): salvarez also matches Canvas ID 10231",
+    ]
+    # a roster from another Canvas (its user ids not in this export): matched as before
+    other = [RosterStudent("salvarez", "Alvarez, Sofia", canvas_id="99231", login="salvarez")]
+    match = apply_roster(course_spec, [result(course_spec, "salvarez", 12)], other)
+    _, report = fill_gradebook(text, match.results, ["884001"])
+    assert report.filled["Alvarez, Sofia"] == "12"

@@ -364,6 +364,13 @@ def test_points_lowered_below_a_given_score_ask_for_review_and_never_break_the_e
     at = text.index("[questions.cost_trend]")
     toml.write_text(text[:at] + text[at:].replace("points = 1", "points = 0.5", 1))
     lowered = load_spec(root)
+    # not graded again yet: the score above what the question is worth now counts no more
+    pending = rebuild_outputs(lowered, path, tmp_path / "out")[0].question("cost_trend")
+    assert (pending.status, pending.points) == ("manual", 0.0)
+    with Gradebook(path) as book:  # and the sheet asks for it again, comment kept
+        sheet = list(csv.DictReader(io.StringIO(manual_csv(lowered, book.current_results(), book))))
+    row = next(r for r in sheet if r["question"] == "cost_trend")
+    assert (row["max_points"], row["points"]) == ("0.5", "")
     result, executed = sample_result(lowered, first, student)  # graded again
     with Gradebook(path) as book:
         book.save(result, "test:regraded", executed)

@@ -153,7 +153,7 @@ def test_limits_given_on_the_command_line_are_checked_too(tmp_path):
 
 def test_the_assignment_files_are_what_can_change_a_grade(repo_root, tmp_path):
     """The batch fingerprint, the bundle a Dask worker gets and the Gradescope zip cover the
-    same files: data a check reads (.csv, .txt, .npz) and a helper folder linked in count;
+    same files: data a check reads (any kind) and a helper folder linked in count;
     Jupyter's checkpoint of a notebook opened to look at it, bytecode, editor backups and a
     grader output folder kept inside the assignment (grades change every batch) do not."""
     import shutil
@@ -168,12 +168,17 @@ def test_the_assignment_files_are_what_can_change_a_grade(repo_root, tmp_path):
     (tmp_path / "common").mkdir()
     (tmp_path / "common" / "helpers.py").write_text("X = 1\n")
     (root / "shared").symlink_to(tmp_path / "common", target_is_directory=True)
-    (root / "loop").symlink_to(root, target_is_directory=True)  # followed once, no further
+    (root / "loop").symlink_to(root, target_is_directory=True)  # around it: not followed
+    (root / "course").symlink_to(tmp_path, target_is_directory=True)
+    (root / "data").mkdir()
+    (root / "data" / "weights.pt").write_bytes(b"w")
+    (root / "alias").symlink_to(root / "data", target_is_directory=True)  # inside: walked anyway
+    (tmp_path / "common" / "again").symlink_to(tmp_path / "common", target_is_directory=True)
     before, bundle = files_digest(root), Bundle.of(load_spec(root))
     names = [rel for rel, _ in assignment_files(root)]
     assert names == [rel for rel, _ in bundle.files] == sorted(names)
-    assert {"thresholds.csv", "expected.npz", "shared/helpers.py", "checks.py"} <= set(names)
-    assert not [n for n in names if n.startswith("loop/")]
+    assert {"thresholds.csv", "expected.npz", "shared/helpers.py", "checks.py", "data/weights.pt"} <= set(names)
+    assert not [n for n in names if n.startswith(("loop/", "course/", "alias/", "shared/again/"))]
     for junk in (
         ".ipynb_checkpoints/mnist_nn.source-checkpoint.ipynb",
         "__pycache__/checks.cpython-311.pyc",
@@ -181,11 +186,13 @@ def test_the_assignment_files_are_what_can_change_a_grade(repo_root, tmp_path):
         ".notes.txt",
         "out/grades.csv",
         "out/gradebook.sqlite",
+        "gradebook.sqlite",  # --gradebook pointed into the assignment folder itself
+        "gradebook.sqlite-journal",
     ):
         (root / junk).parent.mkdir(exist_ok=True)
         (root / junk).write_text("{}")
     assert files_digest(root) == before and Bundle.of(load_spec(root)).digest == bundle.digest
-    for edit in ("thresholds.csv", "expected.npz", "shared/helpers.py"):
+    for edit in ("thresholds.csv", "expected.npz", "shared/helpers.py", "checks.py", "data/weights.pt"):
         with (root / edit).open("a") as f:
             f.write("\n")
         assert files_digest(root) != before and Bundle.of(load_spec(root)).digest != bundle.digest
