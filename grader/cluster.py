@@ -17,7 +17,6 @@ processes on this machine.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import logging
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .spec import AssignmentSpec, assignment_files
+from .spec import AssignmentSpec, assignment_files, digest_of
 from .submissions import Submission, submitted_at
 
 MAX_BUNDLE_BYTES = 50 * 2**20
@@ -48,7 +47,6 @@ class Bundle:
     def of(cls, spec: AssignmentSpec) -> Bundle:
         root = spec.root.resolve()
         files: list[tuple[str, bytes]] = []
-        digest = hashlib.sha256()
         size = 0
         for rel, path in assignment_files(root):
             data = path.read_bytes()
@@ -56,8 +54,7 @@ class Bundle:
             if size > MAX_BUNDLE_BYTES:
                 raise UsageError(f"the assignment folder {root} is larger than 50 MB")
             files.append((rel, data))
-            digest.update(f"{rel}\0{len(data)}\0".encode() + data)
-        return cls(root.name, tuple(files), digest.hexdigest()[:24])
+        return cls(root.name, tuple(files), digest_of(files)[:24])
 
     def unpack(self, into: Path) -> Path:
         folder = into / self.digest / self.name

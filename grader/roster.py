@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +156,7 @@ def apply_roster(
     for s in roster:  # a student listed twice (two sections): once
         once.setdefault((s.canvas_id or s.id).casefold(), s)
     roster = list(once.values())
-    counts: dict[str, int] = {}
-    for s in roster:
-        counts[s.id.casefold()] = counts.get(s.id.casefold(), 0) + 1
+    counts = Counter(s.id.casefold() for s in roster)
 
     def label(s: RosterStudent) -> str:
         shared = counts[s.id.casefold()] > 1 and s.canvas_id

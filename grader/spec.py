@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -431,9 +431,13 @@ def as_now(spec: AssignmentSpec) -> AssignmentSpec:
 
 def files_digest(root: Path) -> str:
     """A digest of the assignment folder's files (assignment_files)."""
+    return digest_of((rel, path.read_bytes()) for rel, path in assignment_files(root))
+
+
+def digest_of(files: Iterable[tuple[str, bytes]]) -> str:
+    """A digest of files given as (path in the folder, bytes), each delimited by its length."""
     digest = hashlib.sha256()
-    for rel, path in assignment_files(root):
-        data = path.read_bytes()
+    for rel, data in files:
         digest.update(f"{rel}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
